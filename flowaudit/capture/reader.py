@@ -1,0 +1,446 @@
+"""Read one capture file into ``PacketBatch``es, in bounded chunks, with what it found.
+
+The file's bytes pass through a fixed-size buffer (``CHUNK_BYTES`` plus room for one record),
+so memory does not grow with the capture. A compiled walker finds the records in each chunk,
+the compiled decoder fills the batch columns, and Python only handles what is rare: the file
+header, pcapng section and interface blocks, and the end of the file. Damage after the first
+packet ends the read with a warning and keeps what was read; a file that is not a capture at
+all raises ``CaptureFormatError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flowaudit.capture.batch import PacketBatch
+from flowaudit.capture.decode import LINKTYPE_NAMES, decode_records
+from flowaudit.capture.source import CHUNK_BYTES, PCAP_MAGICS, CaptureSource, open_capture
+from flowaudit.capture.walk import (
+    BAD_RECORD,
+    FULL,
+    MAX_RECORD,
+    PCAPNG_IDB,
+    PCAPNG_SHB,
+    PYTHON_BLOCK,
+    TS_BIN,
+    TS_DIV,
+    TS_MUL,
+    RecordColumns,
+    walk_pcap,
+    walk_pcapng,
+)
+from flowaudit.errors import CaptureFormatError
+
+BATCH_PACKETS = 131072
+PCAP_HEADER_LEN = 24
+# pcapng option codes (draft-ietf-opsawg-pcapng section 4.2).
+IF_OPT_NAME = 2
+IF_OPT_TSRESOL = 9
+IF_OPT_TSOFFSET = 14
+
+
+@dataclass
+class CaptureInfo:
+    """What one capture file held, for the report's ``captures`` list."""
+
+    path: str
+    format: str = ""
+    compression: str | None = None
+    size: int = 0
+    sha256: str | None = None
+    linktypes: list[str] = field(default_factory=list)
+    packets: int = 0
+    bytes: int = 0
+    ip_packets: int = 0
+    first_seen_ns: int | None = None
+    last_seen_ns: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snaplen: int
+    ts_kind: int = TS_MUL
+    ts_factor: int = 1000  # default resolution: microseconds
+    ts_offset_ns: int = 0
+    name: str = ""
+
+
+def linktype_name(linktype: int) -> str:
+    return LINKTYPE_NAMES.get(linktype, f"linktype-{linktype}")
+
+
+class CaptureReader:
+    """Reads one capture file; ``batches()`` yields its packets, ``info`` says what was read.
+
+    Each batch (its columns and its ``buffer``) is valid until the next one is requested.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        file_index: int = 0,
+        *,
+        sha256: bool = False,
+        chunk_bytes: int = CHUNK_BYTES,
+        batch_packets: int = BATCH_PACKETS,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.file_index = file_index
+        self._sha256 = sha256
+        self._chunk_bytes = chunk_bytes
+        self._records = RecordColumns(batch_packets)
+        self._batch = PacketBatch.empty(file_index, batch_packets)
+        self._progress = progress
+        self._frames = 0
+        self._interfaces: list[_Interface] = []
+        self._linktype_packets: dict[int, int] = {}  # packets seen per link type
+        self.info = CaptureInfo(path=str(path))
+
+    # ------------------------------------------------------------------ public
+
+    def batches(self) -> Generator[PacketBatch, None, None]:
+        source = open_capture(self.path, sha256=self._sha256)
+        self.info.format = source.kind
+        self.info.compression = source.compression
+        self.info.size = source.size
+        try:
+            if source.kind == "pcap":
+                yield from self._read_pcap(source)
+            else:
+                yield from self._read_pcapng(source)
+            if source.truncated:
+                self._warn("the gzip stream is cut short or damaged; packets up to there are read")
+            self._finish(source)
+        finally:
+            source.close()
+
+    # ------------------------------------------------------------------ pcap
+
+    def _read_pcap(self, source: CaptureSource) -> Generator[PacketBatch, None, None]:
+        buf = np.empty(self._chunk_bytes + MAX_RECORD + 16, dtype=np.uint8)
+        have = source.readinto(buf[:PCAP_HEADER_LEN])
+        if have < PCAP_HEADER_LEN:
+            raise CaptureFormatError(
+                f"{self.path}: pcap file header cut short ({have} of {PCAP_HEADER_LEN} bytes)"
+            )
+        big_endian, nanosecond = PCAP_MAGICS[bytes(buf[:4])]
+        order = ">" if big_endian else "<"
+        _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(
+            order + "HHiIII", bytes(buf[4:24])
+        )
+        linktype = network & 0xFFFF  # upper bits carry the FCS length (pcap-savefile(5))
+        if linktype not in LINKTYPE_NAMES:
+            raise CaptureFormatError(
+                f"{self.path}: link type {linktype} is not supported "
+                f"(supported: {_supported_linktypes()})"
+            )
+        self._interfaces = [_Interface(linktype=linktype, snaplen=snaplen)]
+        if_linktype = np.array([linktype], dtype=np.int32)
+        frac_ns = 1 if nanosecond else 1000
+        records = self._records
+        have = 0
+        while True:
+            got = self._fill(source, buf, have)
+            have += got
+            end_of_file = have < len(buf)
+            pos = 0
+            while True:
+                count, pos, status = walk_pcap(
+                    buf,
+                    pos,
+                    have,
+                    big_endian,
+                    frac_ns,
+                    records.offset,
+                    records.caplen,
+                    records.wire_len,
+                    records.ts_ns,
+                    records.if_id,
+                )
+                if count:
+                    yield self._decode(buf, count, if_linktype)
+                if status == FULL:
+                    continue
+                if status == BAD_RECORD:
+                    length = struct.unpack_from(order + "I", bytes(buf[pos + 8 : pos + 12]))[0]
+                    self._damaged(f"a record claims {length} bytes, more than {MAX_RECORD}")
+                    return
+                break  # NEED_MORE
+            leftover = have - pos
+            if end_of_file:
+                if leftover:
+                    self._cut_short(leftover)
+                return
+            buf[:leftover] = buf[pos:have]
+            have = leftover
+
+    # ------------------------------------------------------------------ pcapng
+
+    def _read_pcapng(self, source: CaptureSource) -> Generator[PacketBatch, None, None]:
+        buf = np.empty(self._chunk_bytes + MAX_RECORD + 4096, dtype=np.uint8)
+        records = self._records
+        big_endian = False
+        if_arrays = self._interface_arrays()
+        last_ts = 0
+        have = 0
+        skip = 0
+        while True:
+            if skip:
+                skip = self._skip(source, buf, skip)
+                if skip:
+                    self._cut_short(0)
+                    return
+            got = self._fill(source, buf, have)
+            have += got
+            end_of_file = have < len(buf)
+            pos = 0
+            while True:
+                count, pos, status, last_ts = walk_pcapng(
+                    buf,
+                    pos,
+                    have,
+                    big_endian,
+                    *if_arrays[:4],
+                    last_ts,
+                    records.offset,
+                    records.caplen,
+                    records.wire_len,
+                    records.ts_ns,
+                    records.if_id,
+                )
+                if count:
+                    yield self._decode(buf, count, if_arrays[4])
+                if status == FULL:
+                    continue
+                if status == BAD_RECORD:
+                    self._damaged(f"malformed pcapng block at byte offset {pos} of the chunk")
+                    return
+                if status == PYTHON_BLOCK:
+                    used = self._python_block(buf, pos, have, big_endian)
+                    if used is None:
+                        break  # block not complete in the buffer: refill
+                    big_endian, length = used
+                    pos += length
+                    if_arrays = self._interface_arrays()
+                    continue
+                break  # NEED_MORE
+            if pos > have:  # an unknown block runs on past the buffer: skip the rest of it
+                skip = pos - have
+                pos = have
+            leftover = have - pos
+            if end_of_file:
+                if leftover or skip:
+                    self._cut_short(leftover)
+                return
+            if leftover >= len(buf) // 2:
+                buf = self._grown(buf, leftover)
+            buf[:leftover] = buf[pos:have]
+            have = leftover
+
+    def _python_block(
+        self, buf: np.ndarray, pos: int, have: int, big_endian: bool
+    ) -> tuple[bool, int] | None:
+        """Parse a Section Header or Interface Description Block; None if it is incomplete."""
+        if have - pos < 12:
+            return None
+        block_type = struct.unpack_from("<I", bytes(buf[pos : pos + 4]))[0]
+        if block_type == PCAPNG_SHB:
+            bom = bytes(buf[pos + 8 : pos + 12])
+            if bom == b"\x4d\x3c\x2b\x1a":
+                big_endian = False
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                big_endian = True
+            else:
+                raise CaptureFormatError(
+                    f"{self.path}: pcapng section header has no valid byte-order magic"
+                )
+        order = ">" if big_endian else "<"
+        length = struct.unpack_from(order + "I", bytes(buf[pos + 4 : pos + 8]))[0]
+        if length < 12 or length % 4:
+            raise CaptureFormatError(f"{self.path}: pcapng block with invalid length {length}")
+        if length > len(buf) - 4096:
+            raise CaptureFormatError(f"{self.path}: pcapng header block of {length} bytes")
+        if have - pos < length:
+            return None
+        block = bytes(buf[pos : pos + length])
+        if block_type == PCAPNG_SHB:
+            self._interfaces = []  # interface ids are numbered per section
+        elif struct.unpack_from(order + "I", block)[0] == PCAPNG_IDB:
+            self._interfaces.append(self._parse_idb(block, order))
+        return big_endian, length
+
+    def _parse_idb(self, block: bytes, order: str) -> _Interface:
+        if len(block) < 20:
+            raise CaptureFormatError(f"{self.path}: pcapng interface block too short")
+        linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", block, 8)
+        interface = _Interface(linktype=linktype, snaplen=snaplen)
+        pos = 16
+        while pos + 4 <= len(block) - 4:
+            code, length = struct.unpack_from(order + "HH", block, pos)
+            value = block[pos + 4 : pos + 4 + length]
+            if code == 0:
+                break
+            if code == IF_OPT_TSRESOL and length >= 1:
+                exponent = value[0] & 0x7F
+                if value[0] & 0x80:
+                    interface.ts_kind, interface.ts_factor = TS_BIN, exponent
+                elif exponent <= 9:
+                    interface.ts_kind, interface.ts_factor = TS_MUL, 10 ** (9 - exponent)
+                else:
+                    interface.ts_kind, interface.ts_factor = TS_DIV, 10 ** (exponent - 9)
+            elif code == IF_OPT_TSOFFSET and length >= 8:
+                interface.ts_offset_ns = struct.unpack_from(order + "q", value)[0] * 1_000_000_000
+            elif code == IF_OPT_NAME:
+                interface.name = value.decode("utf-8", "replace")
+            pos += 4 + length + (-length % 4)
+        return interface
+
+    def _interface_arrays(self) -> tuple[np.ndarray, ...]:
+        interfaces = self._interfaces
+        return (
+            np.array([i.ts_kind for i in interfaces], dtype=np.int64),
+            np.array([i.ts_factor for i in interfaces], dtype=np.int64),
+            np.array([i.ts_offset_ns for i in interfaces], dtype=np.int64),
+            np.array([i.snaplen for i in interfaces], dtype=np.int64),
+            np.array([i.linktype for i in interfaces], dtype=np.int32),
+        )
+
+    # ------------------------------------------------------------------ shared
+
+    def _fill(self, source: CaptureSource, buf: np.ndarray, have: int) -> int:
+        before = source.hashing.bytes_read
+        got = source.readinto(buf[have:])
+        if self._progress is not None:
+            self._progress(source.hashing.bytes_read - before)
+        return got
+
+    def _skip(self, source: CaptureSource, buf: np.ndarray, skip: int) -> int:
+        while skip:
+            got = source.readinto(buf[: min(skip, len(buf))])
+            if not got:
+                break
+            skip -= got
+        return skip
+
+    @staticmethod
+    def _grown(buf: np.ndarray, needed: int) -> np.ndarray:
+        bigger = np.empty(max(len(buf) * 2, needed * 2), dtype=np.uint8)
+        return bigger
+
+    def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:
+        records, batch = self._records, self._batch
+        unknown = decode_records(
+            buf,
+            count,
+            records.offset,
+            records.caplen,
+            records.if_id,
+            if_linktype,
+            batch.l3,
+            batch.proto,
+            batch.src_hi,
+            batch.src_lo,
+            batch.dst_hi,
+            batch.dst_lo,
+            batch.sport,
+            batch.dport,
+            batch.tcp_flags,
+            batch.tcp_seq,
+            batch.payload_off,
+            batch.payload_len,
+            batch.payload_cap,
+            batch.l2_multicast,
+            batch.frag,
+            batch.frag_id,
+        )
+        if len(if_linktype) == 1:
+            kinds = {int(if_linktype[0]): count}
+        else:
+            used = np.bincount(records.if_id[:count], minlength=len(if_linktype))
+            kinds = {}
+            for interface in np.flatnonzero(used):
+                linktype = int(if_linktype[interface])
+                kinds[linktype] = kinds.get(linktype, 0) + int(used[interface])
+        for linktype, packets in kinds.items():
+            self._linktype_packets[linktype] = self._linktype_packets.get(linktype, 0) + packets
+        del unknown  # the per-link-type counts above say the same, per type
+        frames = np.arange(self._frames + 1, self._frames + count + 1, dtype=np.int64)
+        self._frames += count
+        ts = records.ts_ns[:count]
+        wire = records.wire_len[:count]
+        info = self.info
+        info.packets += count
+        info.bytes += int(wire.sum(dtype=np.int64))
+        info.ip_packets += int(np.count_nonzero(batch.l3[:count]))
+        low, high = int(ts.min()), int(ts.max())
+        info.first_seen_ns = low if info.first_seen_ns is None else min(info.first_seen_ns, low)
+        info.last_seen_ns = high if info.last_seen_ns is None else max(info.last_seen_ns, high)
+        return PacketBatch(
+            file_index=self.file_index,
+            buffer=buf,
+            frame=frames,
+            ts_ns=ts,
+            wire_len=wire,
+            l3=batch.l3[:count],
+            proto=batch.proto[:count],
+            src_hi=batch.src_hi[:count],
+            src_lo=batch.src_lo[:count],
+            dst_hi=batch.dst_hi[:count],
+            dst_lo=batch.dst_lo[:count],
+            sport=batch.sport[:count],
+            dport=batch.dport[:count],
+            tcp_flags=batch.tcp_flags[:count],
+            tcp_seq=batch.tcp_seq[:count],
+            payload_off=batch.payload_off[:count],
+            payload_len=batch.payload_len[:count],
+            payload_cap=batch.payload_cap[:count],
+            l2_multicast=batch.l2_multicast[:count],
+            frag=batch.frag[:count],
+            frag_id=batch.frag_id[:count],
+        )
+
+    def _warn(self, message: str) -> None:
+        self.info.warnings.append(message)
+
+    def _damaged(self, what: str) -> None:
+        if self.info.packets == 0:
+            raise CaptureFormatError(f"{self.path}: damaged before the first packet: {what}")
+        self._warn(f"damaged after frame {self._frames}: {what}; packets up to there are read")
+
+    def _cut_short(self, leftover: int) -> None:
+        self._warn(
+            f"cut short in the middle of a record after frame {self._frames} "
+            f"({leftover} bytes left over); packets up to there are read"
+        )
+
+    def _finish(self, source: CaptureSource) -> None:
+        if source.kind == "pcap":
+            self.info.linktypes = [linktype_name(i.linktype) for i in self._interfaces]
+        else:  # the link types that carried packets, of however many interfaces were declared
+            self.info.linktypes = [linktype_name(t) for t in self._linktype_packets]
+        unknown = {t: n for t, n in self._linktype_packets.items() if t not in LINKTYPE_NAMES}
+        if unknown:
+            names = ", ".join(str(t) for t in unknown)
+            if sum(unknown.values()) == self.info.packets:
+                raise CaptureFormatError(
+                    f"{self.path}: link type {names} is not supported "
+                    f"(supported: {_supported_linktypes()})"
+                )
+            self._warn(
+                f"{sum(unknown.values())} packets on link type {names} were not decoded "
+                "(not supported)"
+            )
+        source.finish_hash()
+        self.info.sha256 = source.sha256()
+
+
+def _supported_linktypes() -> str:
+    return ", ".join(f"{number} ({name})" for number, name in sorted(LINKTYPE_NAMES.items()))

@@ -1,0 +1,172 @@
+"""Open one capture file and hand out its bytes in bounded chunks.
+
+The kind of file is decided by magic bytes, never by its name (a pcapng called ``.pcap`` is
+read as pcapng): classic pcap in either byte order with microsecond or nanosecond timestamps,
+pcapng, and either of them gzip-compressed. The file's SHA-256 (of the bytes as stored, i.e.
+of the compressed file for ``.gz``) is computed as it is read, for the evidence in reports.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from flowaudit.capture.batch import U8
+from flowaudit.errors import CaptureFormatError, InputError
+
+GZIP_MAGIC = b"\x1f\x8b"
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+# Classic pcap magic numbers as they appear in the file (pcap-savefile(5)).
+PCAP_MAGICS: dict[bytes, tuple[bool, bool]] = {  # magic -> (big_endian, nanosecond)
+    b"\xd4\xc3\xb2\xa1": (False, False),
+    b"\xa1\xb2\xc3\xd4": (True, False),
+    b"\x4d\x3c\xb2\xa1": (False, True),
+    b"\xa1\xb2\x3c\x4d": (True, True),
+}
+
+CHUNK_BYTES = 16 * 1024 * 1024
+
+
+class _HashingReader(io.RawIOBase):
+    """A raw file wrapper that feeds every byte read into a SHA-256."""
+
+    def __init__(self, raw: BinaryIO, digest: hashlib._Hash | None) -> None:
+        self._raw = raw
+        self._digest = digest
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview) -> int:  # type: ignore[override]
+        count = self._raw.readinto(target)  # type: ignore[attr-defined]
+        if count:
+            self.bytes_read += count
+            if self._digest is not None:
+                self._digest.update(memoryview(target)[:count])
+        return int(count or 0)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@dataclass
+class CaptureSource:
+    """An open capture file: its kind, and a stream of its (decompressed) bytes."""
+
+    path: Path
+    kind: str  # "pcap" | "pcapng"
+    compression: str | None  # "gzip" or None
+    size: int  # bytes on disk
+    stream: BinaryIO
+    digest: hashlib._Hash | None
+    hashing: _HashingReader
+    truncated: bool = False  # a gzip stream that ended early or was corrupt
+
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of the file as stored; complete once the stream was read to its end."""
+        return None if self.digest is None else self.digest.hexdigest()
+
+    def readinto(self, target: U8) -> int:
+        """Fill ``target`` as far as the file goes; returns the count (0 at end of file)."""
+        view = memoryview(target)  # type: ignore[arg-type]
+        total = 0
+        while total < len(view):
+            try:
+                count = self.stream.readinto(view[total:])  # type: ignore[attr-defined]
+            except (EOFError, gzip.BadGzipFile, zlib.error):
+                # A gzip member cut short or damaged: what was decompressed so far stands.
+                self.truncated = True
+                break
+            if not count:
+                break
+            total += count
+        return total
+
+    def finish_hash(self) -> None:
+        """Read whatever the reader did not consume so that the SHA-256 covers the file."""
+        if self.digest is None:
+            return
+        # Bytes are hashed as they come off the disk, below any buffering or decompression.
+        spare = bytearray(1024 * 1024)
+        while self.hashing.readinto(memoryview(spare)):
+            pass
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _describe_start(head: bytes) -> str:
+    if not head:
+        return "it is empty (0 bytes)"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it looks like text"
+    return "it starts with bytes " + head[:4].hex(" ")
+
+
+def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> CaptureSource:
+    """Open ``path`` and decide from its first bytes what kind of capture it is.
+
+    Raises ``InputError`` for what is not a readable file and ``CaptureFormatError`` for a file
+    that is not a pcap, pcapng or gzip-compressed capture.
+    """
+    file_path = Path(path)
+    if file_path.is_dir():
+        raise InputError(f"{file_path}: is a directory, not a capture file")
+    try:
+        raw: BinaryIO = open(file_path, "rb", buffering=0)  # noqa: SIM115 - closed by caller
+    except FileNotFoundError:
+        raise InputError(f"{file_path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{file_path}: cannot open ({exc.strerror})") from None
+    size = os.fstat(raw.fileno()).st_size
+    digest = hashlib.sha256() if sha256 else None
+    hashing = _HashingReader(raw, digest)
+    buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
+    head = buffered.peek(4)[:4]
+    compression = None
+    stream: BinaryIO = buffered
+    if head[:2] == GZIP_MAGIC:
+        compression = "gzip"
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        try:
+            head = stream.peek(4)[:4]  # type: ignore[attr-defined]
+        except (OSError, EOFError, zlib.error) as exc:
+            stream.close()
+            raise CaptureFormatError(
+                f"{file_path}: gzip data cannot be decompressed ({exc})"
+            ) from None
+    kind = None
+    if head == PCAPNG_MAGIC:
+        kind = "pcapng"
+    elif head in PCAP_MAGICS:
+        kind = "pcap"
+    if kind is None:
+        stream.close()
+        inside = " inside gzip" if compression else ""
+        raise CaptureFormatError(
+            f"{file_path}: not a pcap or pcapng capture{inside}: {_describe_start(head)}"
+        )
+    source = CaptureSource(
+        path=file_path,
+        kind=kind,
+        compression=compression,
+        size=size,
+        stream=stream,
+        digest=digest,
+        hashing=hashing,
+    )
+    return source
+
+
+def new_buffer(size: int = CHUNK_BYTES) -> U8:
+    return np.empty(size, dtype=np.uint8)

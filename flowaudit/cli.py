@@ -1,0 +1,182 @@
+"""The ``flowaudit`` command: options in, one library call, a report out, an exit code.
+
+No logic of its own (DESIGN.md): every command calls into the library and maps
+``FlowauditError`` to one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from flowaudit import __version__
+from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
+
+
+def _stderr_line(message: str) -> None:
+    click.echo(f"flowaudit: {message}", err=True)
+
+
+@contextmanager
+def _progress(paths: tuple[str, ...]) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr while reading, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    total = 0
+    for path in paths:
+        with suppress(OSError):
+            total += os.path.getsize(path)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        task = bar.add_task("reading", total=total or None)
+        yield lambda done: bar.advance(task, done)
+
+
+@contextmanager
+def _output(path: str | None, binary: bool) -> Iterator[IO[Any]]:
+    if path is None or path == "-":
+        if binary:
+            if sys.stdout.isatty():
+                raise UsageError("parquet output is binary: name a file with --output")
+            yield sys.stdout.buffer
+        else:
+            yield sys.stdout
+        return
+    try:
+        handle = open(path, "wb" if binary else "w", encoding=None if binary else "utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write ({exc.strerror})") from None
+    with handle:
+        yield handle
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowaudit")
+def cli() -> None:
+    """Audit packet captures of a Configuration Manager site against its port matrix."""
+
+
+@cli.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
+@click.option(
+    "--engine",
+    type=click.Choice(["native", "pyshark"]),
+    default="native",
+    show_default=True,
+    help="native reader, or tshark's dissection through pyshark.",
+)
+@click.option(
+    "--payload-bytes",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="First payload bytes kept per flow direction (for dissectors).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds of silence that end a UDP/ICMP flow (0: never, as tshark).",
+)
+@click.option(
+    "--payload/--no-payload", default=False, help="Include payload bytes (base64) in JSON and CSV."
+)
+@click.option("--sha256/--no-sha256", default=False, help="Hash each capture as it is read.")
+def flows(
+    captures: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    engine: str,
+    payload_bytes: int,
+    idle_timeout: float,
+    payload: bool,
+    sha256: bool,
+) -> None:
+    """Print the flow table of one capture set (several files are merged in time order)."""
+    from flowaudit.flows import FlowConfig, build_flow_table
+    from flowaudit.report import flowtable
+
+    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
+    with _progress(captures) as progress:
+        table = build_flow_table(list(captures), config, engine=engine, progress=progress)
+    for info in table.captures:
+        for warning in info.warnings:
+            _stderr_line(f"warning: {info.path}: {warning}")
+    if table.orphan_fragments:
+        _stderr_line(
+            f"warning: {table.orphan_fragments} IP fragments whose first fragment was not "
+            "captured are not counted in any flow"
+        )
+    with _output(output, binary=fmt == "parquet") as out:
+        if fmt == "json":
+            flowtable.write_json(table, out, payload=payload)
+        elif fmt == "csv":
+            flowtable.write_csv(table, out, payload=payload)
+        elif fmt == "parquet":
+            flowtable.write_parquet(table, out)
+        else:
+            color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            flowtable.write_table(table, out, color=color)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns flowaudit's errors into one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="flowaudit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _stderr_line(f"error: {exc.format_message()}")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _stderr_line("aborted")
+        sys.exit(130)
+    except FlowauditError as exc:
+        _stderr_line(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        _stderr_line("interrupted")
+        sys.exit(130)
+    except MemoryError:
+        _stderr_line("error: out of memory")
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _stderr_line(f"error: {where}{exc.strerror or exc}")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["Path", "cli", "main"]

@@ -1,0 +1,467 @@
+"""The flow table: packet batches in, one row per bidirectional flow out (a pandas DataFrame).
+
+A flow is keyed by its 5-tuple (addresses, ports, IP protocol) in either direction; protocols
+without ports (ICMP, ESP, GRE, ...) are keyed by address pair and protocol. Rules:
+
+* TCP: the sender of the SYN is the client. A SYN whose sequence number differs from the first
+  one seen from that side starts a new flow on the same 5-tuple (port reuse after FIN/RST), as
+  Wireshark's ``tcp.stream`` does. TCP flows never end by time, as in tshark's tables.
+* UDP and other protocols: the first packet's sender is the client, except that a multicast or
+  broadcast destination is always the server side, and a first packet sent from a service port
+  to an ephemeral one marks the start as not seen. A flow idle for longer than
+  ``FlowConfig.idle_timeout`` ends; the next packet opens a new one.
+* Where the start was not captured (TCP without SYN, UDP answered before asked), the side on
+  the service port is the server and ``start_seen`` is false.
+* IPv4/IPv6 fragments count to the flow of their first fragment (which carries the ports).
+
+Counts per direction use each frame's original length on the wire (tshark's ``bytes``).
+Memory grows with the number of flows: batches are folded in as they come (``FlowAssembler``).
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
+from flowaudit.capture.reader import CaptureInfo, CaptureReader
+from flowaudit.errors import UsageError
+from flowaudit.flow_kernel import (
+    DONE,
+    FIN_A,
+    FIN_B,
+    FLOW_DTYPE,
+    FRAG_CACHE,
+    HANDSHAKE,
+    NEED_ROWS,
+    NEED_SLOTS,
+    NEED_TABLE,
+    RST_SEEN,
+    SYN_A,
+    SYN_B,
+    SYNACK_A,
+    SYNACK_B,
+    rebuild_table,
+    update_flows,
+)
+
+# Zeek's udp_inactivity_timeout and icmp_inactivity_timeout are 1 min
+# (scripts/base/init-bare.zeek); tshark's conversation tables never split on time
+# (use idle_timeout=0 to count as tshark does).
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_PAYLOAD_BYTES = 2048
+
+# Registered ports above 1023 on which Configuration Manager and Windows serve (the ports page
+# in shared/seeds and its Windows Server section). Used only to tell the server side of a flow
+# whose start was not captured; every port below 1024 counts as a service port too.
+SERVICE_PORTS = frozenset(
+    {
+        1433,
+        1434,
+        2701,
+        2702,
+        3268,
+        3269,
+        3389,
+        4011,
+        4022,
+        5355,
+        5985,
+        5986,
+        8005,
+        8530,
+        8531,
+        9389,
+        10123,
+        16992,
+        16993,
+        16994,
+        16995,
+        25536,
+        1900,
+        3702,
+        5353,
+    }
+)
+
+PROTO_NAMES = {
+    1: "icmp",
+    2: "igmp",
+    6: "tcp",
+    17: "udp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+    103: "pim",
+    112: "vrrp",
+    132: "sctp",
+}
+
+# Values of the ``direction_by`` column: what decided which side is the client.
+BY_SYN = "syn"
+BY_SYN_ACK = "syn-ack"
+BY_GROUP = "multicast"
+BY_PORT = "port"
+BY_FIRST = "first-packet"
+
+FLOW_COLUMNS = [
+    "id",
+    "proto",
+    "client",
+    "client_port",
+    "server",
+    "server_port",
+    "first_seen",
+    "last_seen",
+    "duration",
+    "packets",
+    "bytes",
+    "c2s_packets",
+    "c2s_bytes",
+    "s2c_packets",
+    "s2c_bytes",
+    "tcp_flags",
+    "handshake",
+    "start_seen",
+    "direction_by",
+    "first_file",
+    "first_frame",
+    "last_file",
+    "last_frame",
+    "c2s_payload",
+    "s2c_payload",
+]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """How packets become flows."""
+
+    payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # first payload bytes kept per direction
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 = never split non-TCP flows
+    sha256: bool = False  # hash each capture file as it is read (evidence)
+
+    def __post_init__(self) -> None:
+        if self.payload_bytes < 0:
+            raise UsageError("payload bytes must be 0 or more")
+        if self.idle_timeout < 0:
+            raise UsageError("the idle timeout must be 0 (never) or more seconds")
+
+
+@dataclass
+class FlowTable:
+    """The flows of a capture set and what each capture file held."""
+
+    flows: pd.DataFrame
+    captures: list[CaptureInfo] = field(default_factory=list)
+    orphan_fragments: int = 0
+
+
+class FlowAssembler:
+    """Folds ``PacketBatch``es into flow state; ``table()`` gives the finished DataFrame."""
+
+    def __init__(self, config: FlowConfig | None = None, file_names: Sequence[str] = ()) -> None:
+        self.config = config or FlowConfig()
+        self.file_names = list(file_names)
+        self._flows = np.zeros(4096, dtype=FLOW_DTYPE)
+        self._rows = 0
+        self._table = np.full(16384, -1, dtype=np.int64)
+        self._arena = np.zeros((1024, self.config.payload_bytes), dtype=np.uint8)
+        self._slots = 0
+        self._frag_keys = np.zeros((FRAG_CACHE, 5), dtype=np.uint64)
+        self._frag_rows = np.full(FRAG_CACHE, -1, dtype=np.int64)
+        self._orphans = np.zeros(1, dtype=np.int64)
+        self._idle_ns = int(self.config.idle_timeout * 1e9)
+
+    def add(self, batch: PacketBatch) -> None:
+        start, count = 0, len(batch)
+        while start < count:
+            start, self._rows, self._slots, status = update_flows(
+                start,
+                count,
+                batch.file_index,
+                batch.frame,
+                batch.ts_ns,
+                batch.wire_len,
+                batch.l3,
+                batch.proto,
+                batch.src_hi,
+                batch.src_lo,
+                batch.dst_hi,
+                batch.dst_lo,
+                batch.sport,
+                batch.dport,
+                batch.tcp_flags,
+                batch.tcp_seq,
+                batch.payload_off,
+                batch.payload_len,
+                batch.payload_cap,
+                batch.l2_multicast,
+                batch.frag,
+                batch.frag_id,
+                batch.buffer,
+                self._flows,
+                self._rows,
+                self._table,
+                self._arena,
+                self._slots,
+                self._frag_keys,
+                self._frag_rows,
+                self._idle_ns,
+                self._orphans,
+            )
+            if status == NEED_ROWS:
+                grown = np.zeros(len(self._flows) * 2, dtype=FLOW_DTYPE)
+                grown[: self._rows] = self._flows[: self._rows]
+                self._flows = grown
+            elif status == NEED_TABLE:
+                self._table = np.full(len(self._table) * 2, -1, dtype=np.int64)
+                rebuild_table(self._flows, self._rows, self._table)
+            elif status == NEED_SLOTS:
+                grown_arena = np.zeros((len(self._arena) * 2, self._arena.shape[1]), np.uint8)
+                grown_arena[: self._slots] = self._arena[: self._slots]
+                self._arena = grown_arena
+            else:
+                assert status == DONE
+
+    @property
+    def orphan_fragments(self) -> int:
+        return int(self._orphans[0])
+
+    def table(self) -> pd.DataFrame:
+        """The flow table, one row per flow, ordered by first packet (ids from 1)."""
+        flows = self._flows[: self._rows]
+        order = np.argsort(flows["first_ts"], kind="stable")
+        flows = flows[order]
+        return _flow_frame(flows, self._arena, self.file_names)
+
+
+def _service_port(ports: np.ndarray) -> np.ndarray:
+    return (ports < 1024) | np.isin(ports, np.array(sorted(SERVICE_PORTS), dtype=np.uint16))
+
+
+def _client_is_a(flows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decide per flow whether side a is the client, whether the start was seen, and why."""
+    n = len(flows)
+    tcp_bits = flows["tcp"]
+    is_tcp = flows["proto"] == IPPROTO_TCP
+    a_port, b_port = flows["a_port"], flows["b_port"]
+    a_service, b_service = _service_port(a_port), _service_port(b_port)
+    # Port rule for flows whose start was not seen: the service side is the server; if both or
+    # neither look like service ports, the lower port is; equal ports leave it to who sent first.
+    port_says_a_server = np.where(a_service != b_service, a_service, a_port < b_port)
+
+    client_is_a = np.ones(n, dtype=bool)
+    start_seen = np.ones(n, dtype=bool)
+    direction_by = np.full(n, BY_FIRST, dtype=object)
+
+    syn_a = is_tcp & ((tcp_bits & SYN_A) != 0)
+    syn_b = is_tcp & ((tcp_bits & SYN_B) != 0) & ~syn_a
+    synack_b = is_tcp & ~syn_a & ~syn_b & ((tcp_bits & SYNACK_B) != 0)
+    synack_a = is_tcp & ~syn_a & ~syn_b & ~synack_b & ((tcp_bits & SYNACK_A) != 0)
+    tcp_no_start = is_tcp & ~(syn_a | syn_b | synack_a | synack_b)
+
+    direction_by[syn_a | syn_b] = BY_SYN
+    client_is_a[syn_b] = False
+    direction_by[synack_a | synack_b] = BY_SYN_ACK
+    client_is_a[synack_a] = False
+    start_seen[synack_a | synack_b] = False
+    direction_by[tcp_no_start] = BY_PORT
+    start_seen[tcp_no_start] = False
+    client_is_a[tcp_no_start & port_says_a_server] = False
+
+    other = ~is_tcp
+    group = other & flows["b_group"]
+    direction_by[group] = BY_GROUP
+    answered_first = other & ~group & port_says_a_server & (a_port != b_port) & a_service
+    answered_first &= ~b_service
+    client_is_a[answered_first] = False
+    start_seen[answered_first] = False
+    direction_by[answered_first] = BY_PORT
+    return client_is_a, start_seen, direction_by
+
+
+def _addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Text form of 128-bit addresses; IPv4-mapped ones as dotted quads."""
+    out = np.empty(len(hi), dtype=object)
+    mapped = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    v4 = (lo & np.uint64(0xFFFFFFFF)).astype(">u4")
+    v6 = np.empty(len(hi), dtype=[("hi", ">u8"), ("lo", ">u8")])
+    v6["hi"], v6["lo"] = hi, lo
+    v4_bytes = v4.tobytes()
+    v6_bytes = v6.tobytes()
+    cache: dict[bytes, str] = {}
+    for k in range(len(hi)):
+        if mapped[k]:
+            raw = v4_bytes[4 * k : 4 * k + 4]
+            text = cache.get(raw)
+            if text is None:
+                text = cache[raw] = socket.inet_ntop(socket.AF_INET, raw)
+        else:
+            raw = v6_bytes[16 * k : 16 * k + 16]
+            text = cache.get(raw)
+            if text is None:
+                text = cache[raw] = socket.inet_ntop(socket.AF_INET6, raw)
+        out[k] = text
+    return out
+
+
+def _flag_text(flows: np.ndarray) -> np.ndarray:
+    bits = flows["tcp"]
+    names = []
+    for k in range(len(flows)):
+        if flows["proto"][k] != IPPROTO_TCP:
+            names.append("")
+            continue
+        b = int(bits[k])
+        seen = []
+        if b & (SYN_A | SYN_B):
+            seen.append("SYN")
+        if b & (SYNACK_A | SYNACK_B):
+            seen.append("SYN-ACK")
+        if b & (FIN_A | FIN_B):
+            seen.append("FIN")
+        if b & RST_SEEN:
+            seen.append("RST")
+        names.append(",".join(seen))
+    return np.array(names, dtype=object)
+
+
+def _payloads(slots: np.ndarray, lengths: np.ndarray, arena: np.ndarray) -> list[bytes]:
+    return [
+        arena[slot, :length].tobytes() if slot >= 0 else b""
+        for slot, length in zip(slots.tolist(), lengths.tolist(), strict=True)
+    ]
+
+
+def _flow_frame(flows: np.ndarray, arena: np.ndarray, file_names: Sequence[str]) -> pd.DataFrame:
+    n = len(flows)
+    client_is_a, start_seen, direction_by = _client_is_a(flows)
+
+    def pick(a_field: str, b_field: str) -> tuple[np.ndarray, np.ndarray]:
+        a, b = flows[a_field], flows[b_field]
+        return np.where(client_is_a, a, b), np.where(client_is_a, b, a)
+
+    c_hi, s_hi = pick("a_hi", "b_hi")
+    c_lo, s_lo = pick("a_lo", "b_lo")
+    c_port, s_port = pick("a_port", "b_port")
+    c2s_packets, s2c_packets = pick("pkts_ab", "pkts_ba")
+    c2s_bytes, s2c_bytes = pick("bytes_ab", "bytes_ba")
+    c_slot, s_slot = pick("pay_slot_ab", "pay_slot_ba")
+    c_len, s_len = pick("pay_len_ab", "pay_len_ba")
+    proto = flows["proto"]
+    names = np.array([PROTO_NAMES.get(int(p), f"ip-{int(p)}") for p in range(256)], dtype=object)
+    files = np.array(list(file_names) or [""], dtype=object)
+    first_file = files[np.clip(flows["first_file"], 0, len(files) - 1)] if n else files[:0]
+    last_file = files[np.clip(flows["last_file"], 0, len(files) - 1)] if n else files[:0]
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(1, n + 1, dtype=np.int64),
+            "proto": names[proto],
+            "client": _addresses(c_hi, c_lo),
+            "client_port": c_port.astype(np.int64),
+            "server": _addresses(s_hi, s_lo),
+            "server_port": s_port.astype(np.int64),
+            "first_seen": pd.to_datetime(flows["first_ts"], unit="ns", utc=True),
+            "last_seen": pd.to_datetime(flows["last_ts"], unit="ns", utc=True),
+            "duration": (flows["last_ts"] - flows["first_ts"]) / 1e9,
+            "packets": (c2s_packets + s2c_packets).astype(np.int64),
+            "bytes": (c2s_bytes + s2c_bytes).astype(np.int64),
+            "c2s_packets": c2s_packets.astype(np.int64),
+            "c2s_bytes": c2s_bytes.astype(np.int64),
+            "s2c_packets": s2c_packets.astype(np.int64),
+            "s2c_bytes": s2c_bytes.astype(np.int64),
+            "tcp_flags": _flag_text(flows),
+            "handshake": (flows["tcp"] & HANDSHAKE) != 0,
+            "start_seen": start_seen,
+            "direction_by": direction_by,
+            "first_file": first_file,
+            "first_frame": flows["first_frame"].astype(np.int64),
+            "last_file": last_file,
+            "last_frame": flows["last_frame"].astype(np.int64),
+            "c2s_payload": _payloads(c_slot, c_len, arena),
+            "s2c_payload": _payloads(s_slot, s_len, arena),
+        },
+        columns=FLOW_COLUMNS,
+    )
+    frame["proto_number"] = proto.astype(np.int64)
+    return frame
+
+
+def _first_timestamp(path: str, config: FlowConfig) -> int | None:
+    """Timestamp of the first packet of a file (None if it has none), to order a capture set.
+
+    Reading it also checks that the file is a capture at all, before any output is written.
+    """
+    reader = CaptureReader(path, chunk_bytes=1 << 20, batch_packets=1)
+    with closing(reader.batches()) as batches:
+        for batch in batches:
+            return int(batch.ts_ns[0])
+    return None
+
+
+def iter_native_batches(
+    paths: Sequence[str],
+    config: FlowConfig,
+    progress: Callable[[int], None] | None,
+    infos: list[CaptureInfo],
+) -> Iterable[PacketBatch]:
+    for index, path in enumerate(paths):
+        reader = CaptureReader(path, index, sha256=config.sha256, progress=progress)
+        infos.append(reader.info)
+        yield from reader.batches()
+
+
+def order_capture_set(paths: Sequence[str | Path], config: FlowConfig) -> list[str]:
+    """Files of one capture set in time order (rotated captures: -C/-G pieces in sequence)."""
+    names = [str(p) for p in paths]
+    if len(names) < 2:
+        if names:
+            _first_timestamp(names[0], config)
+        return names
+    starts = {name: _first_timestamp(name, config) for name in names}
+    return sorted(names, key=lambda name: (starts[name] is None, starts[name] or 0))
+
+
+def build_flow_table(
+    paths: Sequence[str | Path],
+    config: FlowConfig | None = None,
+    *,
+    engine: str = "native",
+    progress: Callable[[int], None] | None = None,
+) -> FlowTable:
+    """Read a capture set and assemble its flow table."""
+    config = config or FlowConfig()
+    ordered = order_capture_set(paths, config)
+    assembler = FlowAssembler(config, ordered)
+    infos: list[CaptureInfo] = []
+    if engine == "native":
+        batches = iter_native_batches(ordered, config, progress, infos)
+    elif engine == "pyshark":
+        from flowaudit.capture.pyshark_engine import iter_pyshark_batches
+
+        batches = iter_pyshark_batches(ordered, config, progress, infos)
+    else:
+        raise UsageError(f"unknown engine {engine!r} (native or pyshark)")
+    for batch in batches:
+        assembler.add(batch)
+    return FlowTable(
+        flows=assembler.table(), captures=infos, orphan_fragments=assembler.orphan_fragments
+    )
+
+
+__all__ = [
+    "IPPROTO_TCP",
+    "IPPROTO_UDP",
+    "FlowAssembler",
+    "FlowConfig",
+    "FlowTable",
+    "build_flow_table",
+]

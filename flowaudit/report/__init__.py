@@ -1,0 +1,1 @@
+"""Views of flowaudit's results: terminal tables, JSON, CSV, Parquet."""
