@@ -187,6 +187,10 @@ def update_flows(
     for i in range(start, count):
         if l3[i] == L3_NONE:
             continue
+        if max_payload > 0 and n_slots == arena.shape[0]:
+            # Room for the one payload slot this packet may need, before anything is counted:
+            # the caller grows the arena and resumes at this same packet.
+            return i, n_flows, n_slots, NEED_SLOTS
         s_hi = src_hi[i]
         s_lo = src_lo[i]
         d_hi = dst_hi[i]
@@ -402,8 +406,6 @@ def update_flows(
                 if accept and captured > 0:
                     slot_id = f.pay_slot_ab if forward else f.pay_slot_ba
                     if slot_id < 0:
-                        if n_slots == arena.shape[0]:
-                            return i, n_flows, n_slots, NEED_SLOTS
                         slot_id = n_slots
                         n_slots += 1
                         if forward:

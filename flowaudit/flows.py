@@ -21,8 +21,8 @@ Memory grows with the number of flows: batches are folded in as they come (``Flo
 from __future__ import annotations
 
 import socket
-from contextlib import closing
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 

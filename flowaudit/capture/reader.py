@@ -241,8 +241,11 @@ class CaptureReader:
                     self._cut_short(leftover)
                 return
             if leftover >= len(buf) // 2:
-                buf = self._grown(buf, leftover)
-            buf[:leftover] = buf[pos:have]
+                bigger = np.empty(max(len(buf) * 2, leftover * 2), dtype=np.uint8)
+                bigger[:leftover] = buf[pos:have]
+                buf = bigger
+            else:
+                buf[:leftover] = buf[pos:have]
             have = leftover
 
     def _python_block(
@@ -329,11 +332,6 @@ class CaptureReader:
                 break
             skip -= got
         return skip
-
-    @staticmethod
-    def _grown(buf: np.ndarray, needed: int) -> np.ndarray:
-        bigger = np.empty(max(len(buf) * 2, needed * 2), dtype=np.uint8)
-        return bigger
 
     def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:
         records, batch = self._records, self._batch

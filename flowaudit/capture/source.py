@@ -82,7 +82,7 @@ class CaptureSource:
         total = 0
         while total < len(view):
             try:
-                count = self.stream.readinto(view[total:])  # type: ignore[attr-defined]
+                count = self.stream.readinto1(view[total:])  # type: ignore[attr-defined]
             except (EOFError, gzip.BadGzipFile, zlib.error):
                 # A gzip member cut short or damaged: what was decompressed so far stands.
                 self.truncated = True
