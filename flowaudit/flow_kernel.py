@@ -415,8 +415,7 @@ def update_flows(
                     have = f.pay_len_ab if forward else f.pay_len_ba
                     take = min(captured, max_payload - have)
                     base = payload_off[i]
-                    for k in range(take):
-                        arena[slot_id, have + k] = buf[base + k]
+                    arena[slot_id, have : have + take] = buf[base : base + take]
                     have += take
                     if forward:
                         f.pay_len_ab = have

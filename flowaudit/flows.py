@@ -24,10 +24,11 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
 from flowaudit.capture.reader import CaptureInfo, CaptureReader
@@ -50,6 +51,10 @@ from flowaudit.flow_kernel import (
     rebuild_table,
     update_flows,
 )
+from flowaudit.payload_arena import FlowPayloads, PayloadArena
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Zeek's udp_inactivity_timeout and icmp_inactivity_timeout are 1 min
 # (scripts/base/init-bare.zeek); tshark's conversation tables never split on time
@@ -157,11 +162,33 @@ class FlowConfig:
 
 @dataclass
 class FlowTable:
-    """The flows of a capture set and what each capture file held."""
+    """The flows of a capture set and what each capture file held.
 
-    flows: pd.DataFrame
+    ``columns`` holds the table as numpy arrays (timestamps as ``datetime64[ns]``, UTC), one
+    entry per name in ``FLOW_COLUMNS`` but the payloads, which ``payloads`` keeps (their
+    lengths are the columns ``c2s_payload_len`` and ``s2c_payload_len``), plus
+    ``proto_number``. ``flows`` is the whole table, payload bytes included, as a pandas
+    DataFrame made when first asked for, so that writers that only stream rows out pay
+    neither for pandas nor for copying payloads.
+    """
+
+    columns: dict[str, Any]
+    payloads: FlowPayloads
     captures: list[CaptureInfo] = field(default_factory=list)
     orphan_fragments: int = 0
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    @cached_property
+    def flows(self) -> pd.DataFrame:
+        import pandas as pd
+
+        frame = pd.DataFrame(self.columns)
+        for name in ("first_seen", "last_seen"):
+            frame[name] = frame[name].dt.tz_localize("UTC")
+        frame["c2s_payload"], frame["s2c_payload"] = self.payloads.columns()
+        return frame[[*FLOW_COLUMNS, *(c for c in frame.columns if c not in FLOW_COLUMNS)]]
 
 
 class FlowAssembler:
@@ -173,7 +200,7 @@ class FlowAssembler:
         self._flows = np.zeros(4096, dtype=FLOW_DTYPE)
         self._rows = 0
         self._table = np.full(16384, -1, dtype=np.int64)
-        self._arena = np.zeros((1024, self.config.payload_bytes), dtype=np.uint8)
+        self._arena = PayloadArena(self.config.payload_bytes)
         self._slots = 0
         self._frag_keys = np.zeros((FRAG_CACHE, 5), dtype=np.uint64)
         self._frag_rows = np.full(FRAG_CACHE, -1, dtype=np.int64)
@@ -210,7 +237,7 @@ class FlowAssembler:
                 self._flows,
                 self._rows,
                 self._table,
-                self._arena,
+                self._arena.array,
                 self._slots,
                 self._frag_keys,
                 self._frag_rows,
@@ -225,22 +252,35 @@ class FlowAssembler:
                 self._table = np.full(len(self._table) * 2, -1, dtype=np.int64)
                 rebuild_table(self._flows, self._rows, self._table)
             elif status == NEED_SLOTS:
-                grown_arena = np.zeros((len(self._arena) * 2, self._arena.shape[1]), np.uint8)
-                grown_arena[: self._slots] = self._arena[: self._slots]
-                self._arena = grown_arena
+                self._arena.grow(self._slots)
             else:
                 assert status == DONE
+        self._arena.prepare(self._slots)
 
     @property
     def orphan_fragments(self) -> int:
         return int(self._orphans[0])
 
-    def table(self) -> pd.DataFrame:
-        """The flow table, one row per flow, ordered by first packet (ids from 1)."""
+    def table(self, captures: Sequence[CaptureInfo] = ()) -> FlowTable:
+        """The finished flow table, ordered by first packet (ids from 1); call it once."""
         flows = self._flows[: self._rows]
         order = np.argsort(flows["first_ts"], kind="stable")
         flows = flows[order]
-        return _flow_frame(flows, self._arena, self.file_names)
+        columns, payloads = _flow_columns(flows, self._arena, self._slot_lengths(), self.file_names)
+        return FlowTable(
+            columns=columns,
+            payloads=payloads,
+            captures=list(captures),
+            orphan_fragments=self.orphan_fragments,
+        )
+
+    def _slot_lengths(self) -> np.ndarray:
+        flows = self._flows[: self._rows]
+        lengths = np.zeros(self._slots, dtype=np.int64)
+        for slot, length in (("pay_slot_ab", "pay_len_ab"), ("pay_slot_ba", "pay_len_ba")):
+            used = flows[slot] >= 0
+            lengths[flows[slot][used]] = flows[length][used]
+        return lengths
 
 
 def _service_port(ports: np.ndarray) -> np.ndarray:
@@ -334,14 +374,9 @@ def _flag_text(flows: np.ndarray) -> np.ndarray:
     return np.array(names, dtype=object)
 
 
-def _payloads(slots: np.ndarray, lengths: np.ndarray, arena: np.ndarray) -> list[bytes]:
-    return [
-        arena[slot, :length].tobytes() if slot >= 0 else b""
-        for slot, length in zip(slots.tolist(), lengths.tolist(), strict=True)
-    ]
-
-
-def _flow_frame(flows: np.ndarray, arena: np.ndarray, file_names: Sequence[str]) -> pd.DataFrame:
+def _flow_columns(
+    flows: np.ndarray, arena: PayloadArena, slot_lengths: np.ndarray, file_names: Sequence[str]
+) -> tuple[dict[str, Any], FlowPayloads]:
     n = len(flows)
     client_is_a, start_seen, direction_by = _client_is_a(flows)
 
@@ -355,44 +390,42 @@ def _flow_frame(flows: np.ndarray, arena: np.ndarray, file_names: Sequence[str])
     c2s_packets, s2c_packets = pick("pkts_ab", "pkts_ba")
     c2s_bytes, s2c_bytes = pick("bytes_ab", "bytes_ba")
     c_slot, s_slot = pick("pay_slot_ab", "pay_slot_ba")
-    c_len, s_len = pick("pay_len_ab", "pay_len_ba")
     proto = flows["proto"]
     names = np.array([PROTO_NAMES.get(int(p), f"ip-{int(p)}") for p in range(256)], dtype=object)
     files = np.array(list(file_names) or [""], dtype=object)
     first_file = files[np.clip(flows["first_file"], 0, len(files) - 1)] if n else files[:0]
     last_file = files[np.clip(flows["last_file"], 0, len(files) - 1)] if n else files[:0]
-    frame = pd.DataFrame(
-        {
-            "id": np.arange(1, n + 1, dtype=np.int64),
-            "proto": names[proto],
-            "client": _addresses(c_hi, c_lo),
-            "client_port": c_port.astype(np.int64),
-            "server": _addresses(s_hi, s_lo),
-            "server_port": s_port.astype(np.int64),
-            "first_seen": pd.to_datetime(flows["first_ts"], unit="ns", utc=True),
-            "last_seen": pd.to_datetime(flows["last_ts"], unit="ns", utc=True),
-            "duration": (flows["last_ts"] - flows["first_ts"]) / 1e9,
-            "packets": (c2s_packets + s2c_packets).astype(np.int64),
-            "bytes": (c2s_bytes + s2c_bytes).astype(np.int64),
-            "c2s_packets": c2s_packets.astype(np.int64),
-            "c2s_bytes": c2s_bytes.astype(np.int64),
-            "s2c_packets": s2c_packets.astype(np.int64),
-            "s2c_bytes": s2c_bytes.astype(np.int64),
-            "tcp_flags": _flag_text(flows),
-            "handshake": (flows["tcp"] & HANDSHAKE) != 0,
-            "start_seen": start_seen,
-            "direction_by": direction_by,
-            "first_file": first_file,
-            "first_frame": flows["first_frame"].astype(np.int64),
-            "last_file": last_file,
-            "last_frame": flows["last_frame"].astype(np.int64),
-            "c2s_payload": _payloads(c_slot, c_len, arena),
-            "s2c_payload": _payloads(s_slot, s_len, arena),
-        },
-        columns=FLOW_COLUMNS,
-    )
-    frame["proto_number"] = proto.astype(np.int64)
-    return frame
+    columns = {
+        "id": np.arange(1, n + 1, dtype=np.int64),
+        "proto": names[proto],
+        "client": _addresses(c_hi, c_lo),
+        "client_port": c_port.astype(np.int64),
+        "server": _addresses(s_hi, s_lo),
+        "server_port": s_port.astype(np.int64),
+        "first_seen": flows["first_ts"].astype("datetime64[ns]"),
+        "last_seen": flows["last_ts"].astype("datetime64[ns]"),
+        "duration": (flows["last_ts"] - flows["first_ts"]) / 1e9,
+        "packets": (c2s_packets + s2c_packets).astype(np.int64),
+        "bytes": (c2s_bytes + s2c_bytes).astype(np.int64),
+        "c2s_packets": c2s_packets.astype(np.int64),
+        "c2s_bytes": c2s_bytes.astype(np.int64),
+        "s2c_packets": s2c_packets.astype(np.int64),
+        "s2c_bytes": s2c_bytes.astype(np.int64),
+        "tcp_flags": _flag_text(flows),
+        "handshake": (flows["tcp"] & HANDSHAKE) != 0,
+        "start_seen": start_seen,
+        "direction_by": direction_by,
+        "first_file": first_file,
+        "first_frame": flows["first_frame"].astype(np.int64),
+        "last_file": last_file,
+        "last_frame": flows["last_frame"].astype(np.int64),
+        "c2s_payload_len": np.zeros(0),  # filled below
+        "s2c_payload_len": np.zeros(0),
+        "proto_number": proto.astype(np.int64),
+    }
+    payloads = FlowPayloads(arena, slot_lengths, c_slot, s_slot)
+    columns["c2s_payload_len"], columns["s2c_payload_len"] = payloads.lengths()
+    return columns, payloads
 
 
 def _first_timestamp(path: str, config: FlowConfig) -> int | None:
@@ -414,7 +447,9 @@ def iter_native_batches(
     infos: list[CaptureInfo],
 ) -> Iterable[PacketBatch]:
     for index, path in enumerate(paths):
-        reader = CaptureReader(path, index, sha256=config.sha256, progress=progress)
+        reader = CaptureReader(
+            path, index, sha256=config.sha256, progress=progress, background=True
+        )
         infos.append(reader.info)
         yield from reader.batches()
 
@@ -452,9 +487,7 @@ def build_flow_table(
         raise UsageError(f"unknown engine {engine!r} (native or pyshark)")
     for batch in batches:
         assembler.add(batch)
-    return FlowTable(
-        flows=assembler.table(), captures=infos, orphan_fragments=assembler.orphan_fragments
-    )
+    return assembler.table(infos)
 
 
 __all__ = [

@@ -10,7 +10,10 @@ all raises ``CaptureFormatError``.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import struct
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +39,7 @@ from flowaudit.capture.walk import (
 )
 from flowaudit.errors import CaptureFormatError
 
-BATCH_PACKETS = 131072
+BATCH_PACKETS = 65536
 PCAP_HEADER_LEN = 24
 # pcapng option codes (draft-ietf-opsawg-pcapng section 4.2).
 IF_OPT_NAME = 2
@@ -91,13 +94,23 @@ class CaptureReader:
         chunk_bytes: int = CHUNK_BYTES,
         batch_packets: int = BATCH_PACKETS,
         progress: Callable[[int], None] | None = None,
+        background: bool = False,
     ) -> None:
         self.path = Path(path)
         self.file_index = file_index
         self._sha256 = sha256
         self._chunk_bytes = chunk_bytes
-        self._records = RecordColumns(batch_packets)
-        self._batch = PacketBatch.empty(file_index, batch_packets)
+        self._background = background
+        # Read-ahead in a thread keeps up to three batches alive at once (the consumer's, the
+        # one queued, the one being decoded), so buffers and columns rotate among four.
+        pool = 4 if background else 1
+        self._column_sets = [
+            (RecordColumns(batch_packets), PacketBatch.empty(file_index, batch_packets))
+            for _ in range(pool)
+        ]
+        self._column_turn = 0
+        self._buffers: list[np.ndarray | None] = [None] * pool
+        self._buffer_turn = -1
         self._progress = progress
         self._frames = 0
         self._interfaces: list[_Interface] = []
@@ -107,6 +120,12 @@ class CaptureReader:
     # ------------------------------------------------------------------ public
 
     def batches(self) -> Generator[PacketBatch, None, None]:
+        """The file's packets in batches; with ``background``, read ahead in a thread."""
+        if self._background:
+            return read_ahead(self._batches())
+        return self._batches()
+
+    def _batches(self) -> Generator[PacketBatch, None, None]:
         source = open_capture(self.path, sha256=self._sha256)
         self.info.format = source.kind
         self.info.compression = source.compression
@@ -125,7 +144,7 @@ class CaptureReader:
     # ------------------------------------------------------------------ pcap
 
     def _read_pcap(self, source: CaptureSource) -> Generator[PacketBatch, None, None]:
-        buf = np.empty(self._chunk_bytes + MAX_RECORD + 16, dtype=np.uint8)
+        buf = self._next_buffer(self._chunk_bytes + MAX_RECORD + 16)
         have = source.readinto(buf[:PCAP_HEADER_LEN])
         if have < PCAP_HEADER_LEN:
             raise CaptureFormatError(
@@ -145,7 +164,6 @@ class CaptureReader:
         self._interfaces = [_Interface(linktype=linktype, snaplen=snaplen)]
         if_linktype = np.array([linktype], dtype=np.int32)
         frac_ns = 1 if nanosecond else 1000
-        records = self._records
         have = 0
         while True:
             got = self._fill(source, buf, have)
@@ -153,6 +171,7 @@ class CaptureReader:
             end_of_file = have < len(buf)
             pos = 0
             while True:
+                records = self._column_sets[self._column_turn][0]
                 count, pos, status = walk_pcap(
                     buf,
                     pos,
@@ -179,14 +198,13 @@ class CaptureReader:
                 if leftover:
                     self._cut_short(leftover)
                 return
-            buf[:leftover] = buf[pos:have]
+            buf = self._carry(buf, pos, have, len(buf))
             have = leftover
 
     # ------------------------------------------------------------------ pcapng
 
     def _read_pcapng(self, source: CaptureSource) -> Generator[PacketBatch, None, None]:
-        buf = np.empty(self._chunk_bytes + MAX_RECORD + 4096, dtype=np.uint8)
-        records = self._records
+        buf = self._next_buffer(self._chunk_bytes + MAX_RECORD + 4096)
         big_endian = False
         if_arrays = self._interface_arrays()
         last_ts = 0
@@ -194,7 +212,7 @@ class CaptureReader:
         skip = 0
         while True:
             if skip:
-                skip = self._skip(source, buf, skip)
+                skip = self._skip(source, skip)
                 if skip:
                     self._cut_short(0)
                     return
@@ -203,6 +221,7 @@ class CaptureReader:
             end_of_file = have < len(buf)
             pos = 0
             while True:
+                records = self._column_sets[self._column_turn][0]
                 count, pos, status, last_ts = walk_pcapng(
                     buf,
                     pos,
@@ -240,12 +259,9 @@ class CaptureReader:
                 if leftover or skip:
                     self._cut_short(leftover)
                 return
-            if leftover >= len(buf) // 2:
-                bigger = np.empty(max(len(buf) * 2, leftover * 2), dtype=np.uint8)
-                bigger[:leftover] = buf[pos:have]
-                buf = bigger
-            else:
-                buf[:leftover] = buf[pos:have]
+            # A header block as long as half the buffer needs a bigger one to be read whole.
+            size = len(buf) if leftover < len(buf) // 2 else max(len(buf), leftover) * 2
+            buf = self._carry(buf, pos, have, size)
             have = leftover
 
     def _python_block(
@@ -325,16 +341,32 @@ class CaptureReader:
             self._progress(source.hashing.bytes_read - before)
         return got
 
-    def _skip(self, source: CaptureSource, buf: np.ndarray, skip: int) -> int:
+    def _skip(self, source: CaptureSource, skip: int) -> int:
+        """Read past ``skip`` bytes of a block not worth keeping; returns what was not there."""
+        scratch = np.empty(min(skip, 1 << 20), dtype=np.uint8)
         while skip:
-            got = source.readinto(buf[: min(skip, len(buf))])
+            got = source.readinto(scratch[: min(skip, len(scratch))])
             if not got:
                 break
             skip -= got
         return skip
 
+    def _next_buffer(self, size: int) -> np.ndarray:
+        self._buffer_turn = (self._buffer_turn + 1) % len(self._buffers)
+        buf = self._buffers[self._buffer_turn]
+        if buf is None or len(buf) < size:
+            buf = self._buffers[self._buffer_turn] = np.empty(size, dtype=np.uint8)
+        return buf[:size]
+
+    def _carry(self, buf: np.ndarray, pos: int, have: int, size: int) -> np.ndarray:
+        """The next buffer, starting with the bytes of ``buf`` not yet walked."""
+        following = self._next_buffer(size)
+        following[: have - pos] = buf[pos:have]  # numpy copes with the overlap of a pool of one
+        return following
+
     def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:
-        records, batch = self._records, self._batch
+        records, batch = self._column_sets[self._column_turn]
+        self._column_turn = (self._column_turn + 1) % len(self._column_sets)
         unknown = decode_records(
             buf,
             count,
@@ -442,3 +474,54 @@ class CaptureReader:
 
 def _supported_linktypes() -> str:
     return ", ".join(f"{number} ({name})" for number, name in sorted(LINKTYPE_NAMES.items()))
+
+
+_END = object()
+
+
+def read_ahead(
+    batches: Generator[PacketBatch, None, None],
+) -> Generator[PacketBatch, None, None]:
+    """Run a reader's generator in a thread, one batch ahead of its consumer.
+
+    The compiled walk and decode release the GIL, so reading and decoding the next chunk
+    overlaps with the consumer's work on this one (two cores, PERF_NOTES.md). An error in the
+    thread is raised here; a consumer that stops early stops the thread and closes the file.
+    """
+    handoff: queue.Queue[object] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        handoff.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                handoff.put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put(exc)
+        finally:
+            batches.close()
+
+    worker = threading.Thread(target=produce, name="flowaudit-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.05)
+        worker.join()

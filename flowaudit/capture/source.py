@@ -32,7 +32,7 @@ PCAP_MAGICS: dict[bytes, tuple[bool, bool]] = {  # magic -> (big_endian, nanosec
     b"\xa1\xb2\x3c\x4d": (True, True),
 }
 
-CHUNK_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class _HashingReader(io.RawIOBase):

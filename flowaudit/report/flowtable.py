@@ -2,18 +2,19 @@
 
 Every format shows the same rows and the same field names (DESIGN.md's JSON contract);
 payload bytes are kept out of the text formats unless asked for (base64), and always kept in
-Parquet, whose binary columns hold them cheaply.
+Parquet, whose binary columns hold them cheaply. The writers stream rows from the table's
+columns and never need pandas.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 
 from flowaudit import __version__
 from flowaudit.capture.reader import CaptureInfo
@@ -21,43 +22,42 @@ from flowaudit.flows import FlowTable
 
 FORMATS = ("table", "csv", "json", "parquet")
 PAYLOAD_COLUMNS = ("c2s_payload", "s2c_payload")
-
-
-def _iso(values: pd.Series, unit: str) -> list[str]:
-    raw: Any = values.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-    return [str(text) + "Z" for text in np.datetime_as_string(raw, unit=unit)]  # type: ignore[call-overload]
-
-
-def _ns_iso(ns: int | None, unit: str) -> str | None:
-    if ns is None:
-        return None
-    stamp: Any = np.datetime64(ns, "ns")
-    return str(np.datetime_as_string(stamp, unit=unit)) + "Z"  # type: ignore[call-overload]
+TIME_COLUMNS = ("first_seen", "last_seen")
 
 
 def time_unit(table: FlowTable) -> str:
     """Microseconds, unless some timestamp has finer detail (ns captures)."""
-    flows = table.flows
-    for column in ("first_seen", "last_seen"):
-        ns = flows[column].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        if np.any(ns % 1000):
+    for name in TIME_COLUMNS:
+        if np.any(table.columns[name].astype(np.int64) % 1000):
             return "ns"
     return "us"
 
 
-def text_frame(table: FlowTable, *, payload: bool = False) -> pd.DataFrame:
-    """The flow table with timestamps as ISO 8601 text and payloads as lengths or base64."""
+def _iso(values: Any, unit: Any) -> list[str]:
+    return [text + "Z" for text in np.datetime_as_string(values, unit=unit).tolist()]
+
+
+def _ns_iso(ns: int | None, unit: str) -> str | None:
+    return None if ns is None else _iso(np.array([ns], dtype="datetime64[ns]"), unit)[0]
+
+
+def text_columns(table: FlowTable, *, payload: bool = False) -> dict[str, list[Any]]:
+    """The columns as plain Python values: ISO 8601 times, payloads as lengths (or base64)."""
     unit = time_unit(table)
-    frame = table.flows.copy()
-    for column in ("first_seen", "last_seen"):
-        frame[column] = _iso(frame[column], unit)
-    for column in PAYLOAD_COLUMNS:
-        frame[column + "_len"] = [len(b) for b in frame[column]]
-        if payload:
-            frame[column] = [base64.b64encode(b).decode("ascii") for b in frame[column]]
+    out: dict[str, list[Any]] = {}
+    for name, values in table.columns.items():
+        if name in TIME_COLUMNS:
+            out[name] = _iso(values, unit)
         else:
-            frame = frame.drop(columns=column)
-    return frame
+            out[name] = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if payload:
+        for name, column in zip(PAYLOAD_COLUMNS, table.payloads.columns(), strict=True):
+            out[name] = [base64.b64encode(b).decode("ascii") for b in column]
+    return out
+
+
+def _rows(columns: dict[str, list[Any]]) -> Iterator[tuple[Any, ...]]:
+    return zip(*columns.values(), strict=True)
 
 
 def capture_dicts(captures: Sequence[CaptureInfo], unit: str = "us") -> list[dict[str, Any]]:
@@ -81,28 +81,39 @@ def capture_dicts(captures: Sequence[CaptureInfo], unit: str = "us") -> list[dic
 
 
 def write_json(table: FlowTable, out: IO[str], *, payload: bool = False) -> None:
-    frame = text_frame(table, payload=payload)
+    columns = text_columns(table, payload=payload)
+    names = list(columns)
     document = {
         "schema": "flowaudit/flows/v1",
         "tool": {"name": "flowaudit", "version": __version__},
         "captures": capture_dicts(table.captures, time_unit(table)),
         "orphan_fragments": table.orphan_fragments,
-        "flows": json.loads(frame.to_json(orient="records")),
+        "flows": [dict(zip(names, row, strict=True)) for row in _rows(columns)],
     }
     json.dump(document, out, indent=1)
     out.write("\n")
 
 
 def write_csv(table: FlowTable, out: IO[str], *, payload: bool = False) -> None:
-    text_frame(table, payload=payload).to_csv(out, index=False, lineterminator="\n")
+    columns = text_columns(table, payload=payload)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(_rows(columns))
 
 
 def write_parquet(table: FlowTable, out: IO[bytes]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrow = pa.Table.from_pandas(table.flows, preserve_index=False)
-    pq.write_table(arrow, out)
+    arrays = {}
+    for name, values in table.columns.items():
+        if name in TIME_COLUMNS:
+            arrays[name] = pa.array(values).cast(pa.timestamp("ns", tz="UTC"))
+        else:
+            arrays[name] = pa.array(values)
+    for name, column in zip(PAYLOAD_COLUMNS, table.payloads.columns(), strict=True):
+        arrays[name] = pa.array(column, type=pa.binary())
+    pq.write_table(pa.table(arrays), out)
 
 
 def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
@@ -124,7 +135,6 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
         )
         for warning in info.warnings:
             console.print(f"  warning: {warning}", markup=False)
-    flows = table.flows
     view = Table(box=None, pad_edge=False, show_edge=False)
     for title in (
         "id",
@@ -140,27 +150,24 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
     ):
         justify = "right" if title in ("id", "packets", "bytes", "duration") else "left"
         view.add_column(title, justify=justify)  # type: ignore[arg-type]
-    unit = time_unit(table)
-    first_seen = _iso(flows["first_seen"], unit) if len(flows) else []
-    row: Any
-    for k, row in enumerate(flows.itertuples(index=False)):
-        client = _endpoint(row.client, row.client_port, row.proto)
-        server = _endpoint(row.server, row.server_port, row.proto)
+    rows = text_columns(table)
+    for k in range(len(table)):
+        proto = rows["proto"][k]
         cells = (
-            str(row.id),
-            row.proto,
-            client,
-            server,
-            str(row.packets),
-            str(row.bytes),
-            first_seen[k],
-            f"{row.duration:.3f}",
-            row.tcp_flags,
-            "seen" if row.start_seen else f"not seen ({row.direction_by})",
+            str(rows["id"][k]),
+            proto,
+            _endpoint(rows["client"][k], rows["client_port"][k], proto),
+            _endpoint(rows["server"][k], rows["server_port"][k], proto),
+            str(rows["packets"][k]),
+            str(rows["bytes"][k]),
+            rows["first_seen"][k],
+            f"{rows['duration'][k]:.3f}",
+            rows["tcp_flags"][k],
+            "seen" if rows["start_seen"][k] else f"not seen ({rows['direction_by'][k]})",
         )
         view.add_row(*(Text(cell) for cell in cells))  # Text: never read as markup
     console.print(view)
-    console.print(f"{len(flows)} flows", markup=False)
+    console.print(f"{len(table)} flows", markup=False)
 
 
 def _endpoint(address: str, port: int, proto: str) -> str:

@@ -1,0 +1,154 @@
+"""Where the first payload bytes of every flow direction live while flows are assembled.
+
+Each flow direction that carries payload gets one slot of ``slot_bytes`` (``--payload-bytes``).
+The slots sit in anonymous memory reserved up front: pages are only backed when a slot is
+written, so memory follows the number of flow directions with payload, and growing rarely
+needs a copy. When the table is finished, the slots are turned into ``bytes`` in slot order
+and the pages already turned are handed back to the system as it goes, so the arena and its
+``bytes`` copies are not both held in full at once.
+
+Backing a page costs a fault on first write, a large share of the flow kernel's time when most
+flows carry payload; so a thread asks the system to back the next stretch of slots
+(``MADV_POPULATE_WRITE``, Linux 5.14+) while the kernel fills the current one, on the other
+core. Where the system does not offer it, pages are backed on first write as usual.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+
+import numpy as np
+
+# Slots reserved (not yet backed by memory) before the first growth: 256 MiB of address space
+# at the default 2048 bytes a slot.
+RESERVED_SLOTS = 131072
+# Slots turned into bytes between two hand-backs of memory.
+RELEASE_EVERY = 4096
+# Slots backed ahead of use, and the value of MADV_POPULATE_WRITE (<linux/mman.h>), which the
+# mmap module of Python before 3.13 does not name.
+POPULATE_AHEAD = 16384
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
+class PayloadArena:
+    """A growable ``(slots, slot_bytes)`` uint8 array over anonymous, lazily backed memory."""
+
+    def __init__(self, slot_bytes: int, reserved_slots: int = RESERVED_SLOTS) -> None:
+        self.slot_bytes = slot_bytes
+        self._map: mmap.mmap | None = None
+        self._backed = 0  # slots asked to be backed so far
+        self._populating: threading.Thread | None = None
+        self._can_populate = hasattr(mmap.mmap, "madvise")
+        self.array = self._allocate(reserved_slots)
+        self.prepare(0)
+
+    def prepare(self, used: int) -> None:
+        """With ``used`` slots taken, have the next stretch backed in the background."""
+        if (
+            not self._can_populate
+            or self._map is None
+            or used + POPULATE_AHEAD * 3 // 4 < self._backed
+            or self._backed >= len(self.array)
+            or (self._populating is not None and self._populating.is_alive())
+        ):
+            return
+        start = self._backed
+        stop = min(len(self.array), max(used, start) + POPULATE_AHEAD)
+        self._backed = stop
+        self._populating = threading.Thread(
+            target=self._populate, args=(self._map, start, stop), daemon=True
+        )
+        self._populating.start()
+
+    def _populate(self, area: mmap.mmap, start: int, stop: int) -> None:
+        try:
+            area.madvise(
+                MADV_POPULATE_WRITE, start * self.slot_bytes, (stop - start) * self.slot_bytes
+            )
+        except (OSError, ValueError):
+            self._can_populate = False  # an older kernel: pages are backed on first write
+
+    def _wait(self) -> None:
+        if self._populating is not None:
+            self._populating.join()
+            self._populating = None
+
+    def _allocate(self, slots: int) -> np.ndarray:
+        if self.slot_bytes == 0:
+            return np.zeros((slots, 0), dtype=np.uint8)
+        self._map = mmap.mmap(-1, slots * self.slot_bytes)
+        return np.frombuffer(self._map, dtype=np.uint8).reshape(slots, self.slot_bytes)
+
+    def grow(self, used: int) -> None:
+        """Double the capacity, keeping the first ``used`` slots."""
+        self._wait()
+        old_array, old_map = self.array, self._map
+        self.array = self._allocate(max(1, len(old_array)) * 2)
+        self._backed = used
+        self.array[:used] = old_array[:used]
+        del old_array
+        if old_map is not None:
+            old_map.close()
+
+    def take_bytes(self, lengths: np.ndarray) -> list[bytes]:
+        """The used slots as ``bytes`` (slot ``k`` cut to ``lengths[k]``); empties the arena."""
+        self._wait()
+        array, out = self.array, list[bytes]()
+        step = RELEASE_EVERY * self.slot_bytes
+        for start in range(0, len(lengths), RELEASE_EVERY):
+            stop = min(start + RELEASE_EVERY, len(lengths))
+            out.extend(
+                array[k, :length].tobytes()
+                for k, length in zip(range(start, stop), lengths[start:stop].tolist(), strict=True)
+            )
+            if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+                self._map.madvise(mmap.MADV_DONTNEED, start * self.slot_bytes, step)
+        del array  # the last view of the mapping, so that it can be closed
+        self.close()
+        return out
+
+    def close(self) -> None:
+        self._wait()
+        self.array = np.zeros((0, self.slot_bytes), dtype=np.uint8)
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+class FlowPayloads:
+    """The first payload bytes of both directions of every flow, as ``bytes`` when asked for.
+
+    Until ``columns()`` is called they stay in the arena, so a view that needs only their
+    lengths (CSV, JSON, the terminal) never copies them.
+    """
+
+    def __init__(
+        self,
+        arena: PayloadArena,
+        slot_lengths: np.ndarray,
+        client_slots: np.ndarray,
+        server_slots: np.ndarray,
+    ) -> None:
+        self._arena: PayloadArena | None = arena
+        self._slot_lengths = slot_lengths
+        self._slots = (client_slots, server_slots)
+        self._columns: tuple[list[bytes], list[bytes]] | None = None
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes kept per flow, client-to-server and server-to-client."""
+        padded = np.append(self._slot_lengths, 0)  # slot -1 (none) reads the appended 0
+        return padded[self._slots[0]], padded[self._slots[1]]
+
+    def columns(self) -> tuple[list[bytes], list[bytes]]:
+        """The bytes per flow, client-to-server and server-to-client (the arena is emptied)."""
+        if self._columns is None:
+            assert self._arena is not None
+            by_slot = self._arena.take_bytes(self._slot_lengths)
+            self._arena = None
+            by_slot.append(b"")  # slot -1: no payload
+            self._columns = (
+                [by_slot[k] for k in self._slots[0].tolist()],
+                [by_slot[k] for k in self._slots[1].tolist()],
+            )
+        return self._columns

@@ -1,0 +1,38 @@
+"""The test command also runs the linters configured in pyproject.toml (DESIGN.md, style)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _tool(name: str) -> list[str]:
+    if (
+        shutil.which(name) is None
+        and subprocess.run(
+            [sys.executable, "-m", name, "--version"], capture_output=True, check=False
+        ).returncode
+    ):
+        pytest.skip(f"{name} is not installed (pip install '.[test]')")
+    return [sys.executable, "-m", name]
+
+
+def test_ruff_lint_is_clean() -> None:
+    result = subprocess.run(
+        [*_tool("ruff"), "check", "flowaudit", "tests", "benchmarks", "samples"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean() -> None:
+    result = subprocess.run([*_tool("mypy")], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
