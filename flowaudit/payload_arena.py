@@ -10,11 +10,15 @@ and the pages already turned are handed back to the system as it goes, so the ar
 Backing a page costs a fault on first write, a large share of the flow kernel's time when most
 flows carry payload; so a thread asks the system to back the next stretch of slots
 (``MADV_POPULATE_WRITE``, Linux 5.14+) while the kernel fills the current one, on the other
-core. Where the system does not offer it, pages are backed on first write as usual.
+core. The call goes through ctypes, which lets go of the GIL (``mmap.madvise`` holds it for the
+whole call, measured here: it stalls the reader's and assembler's Python glue). Where the
+system does not offer it, pages are backed on first write as usual.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 import threading
 
@@ -31,6 +35,20 @@ POPULATE_AHEAD = 16384
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
+def _libc_madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_MADVISE = _libc_madvise()
+
+
 class PayloadArena:
     """A growable ``(slots, slot_bytes)`` uint8 array over anonymous, lazily backed memory."""
 
@@ -39,7 +57,7 @@ class PayloadArena:
         self._map: mmap.mmap | None = None
         self._backed = 0  # slots asked to be backed so far
         self._populating: threading.Thread | None = None
-        self._can_populate = hasattr(mmap.mmap, "madvise")
+        self._can_populate = _MADVISE is not None
         self.array = self._allocate(reserved_slots)
         self.prepare(0)
 
@@ -56,17 +74,18 @@ class PayloadArena:
         start = self._backed
         stop = min(len(self.array), max(used, start) + POPULATE_AHEAD)
         self._backed = stop
+        # Whole pages: madvise wants a page-aligned start (the mapping itself is aligned).
+        first = start * self.slot_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+        address = self.array.ctypes.data + first
+        length = stop * self.slot_bytes - first
         self._populating = threading.Thread(
-            target=self._populate, args=(self._map, start, stop), daemon=True
+            target=self._populate, args=(address, length), daemon=True
         )
         self._populating.start()
 
-    def _populate(self, area: mmap.mmap, start: int, stop: int) -> None:
-        try:
-            area.madvise(
-                MADV_POPULATE_WRITE, start * self.slot_bytes, (stop - start) * self.slot_bytes
-            )
-        except (OSError, ValueError):
+    def _populate(self, address: int, length: int) -> None:
+        assert _MADVISE is not None
+        if _MADVISE(address, length, MADV_POPULATE_WRITE) != 0:
             self._can_populate = False  # an older kernel: pages are backed on first write
 
     def _wait(self) -> None:
