@@ -29,6 +29,7 @@ def _progress(paths: tuple[str, ...]) -> Iterator[Callable[[int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     total = 0
@@ -41,7 +42,7 @@ def _progress(paths: tuple[str, ...]) -> Iterator[Callable[[int], None] | None]:
         DownloadColumn(),
         TimeRemainingColumn(),
         transient=True,
-        console=None,
+        console=Console(stderr=True),  # never on stdout: it carries the report
     ) as bar:
         task = bar.add_task("reading", total=total or None)
         yield lambda done: bar.advance(task, done)

@@ -1,0 +1,88 @@
+"""The ``flowaudit flows`` command on the real corpus, as a user runs it (a separate process).
+
+The deliberately broken files give what could be read plus a warning and exit 0; the empty
+one gives an empty table; with stderr on a terminal the progress bar runs and the output is
+unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.corpus
+
+
+def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowaudit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "warning", "packets"),
+    [
+        ("otrf_winrm_psremoting_trailing_byte.cap", "cut short", 153),
+        ("sv_tls_corrupt_record.pcap", "more than 262144", 6),
+    ],
+)
+def test_broken_capture_reports_what_was_read(
+    corpus: Path, name: str, warning: str, packets: int
+) -> None:
+    result = _run("flows", str(corpus / name), "--format", "json")
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowaudit: warning: ") and warning in lines[0]
+    report = json.loads(result.stdout)
+    assert report["captures"][0]["packets"] == packets
+    assert report["captures"][0]["warnings"]
+    assert sum(flow["packets"] for flow in report["flows"]) <= packets
+    assert report["flows"]
+
+
+def test_empty_capture_gives_an_empty_table(corpus: Path) -> None:
+    result = _run("flows", str(corpus / "zeek_empty.pcap"), "--format", "json")
+    assert (result.returncode, result.stderr) == (0, "")
+    report = json.loads(result.stdout)
+    assert report["flows"] == []
+    assert report["captures"][0]["packets"] == 0
+    csv_result = _run("flows", str(corpus / "zeek_empty.pcap"), "--format", "csv")
+    assert csv_result.stdout.splitlines()[0].startswith("id,proto,client,client_port")
+    assert len(csv_result.stdout.splitlines()) == 1
+
+
+def test_pcapng_behind_a_pcap_name_is_read_as_pcapng(corpus: Path) -> None:
+    result = _run("flows", str(corpus / "ndpi_tftp.pcap"), "--format", "json")
+    report = json.loads(result.stdout)
+    assert report["captures"][0]["format"] == "pcapng"
+    assert report["captures"][0]["packets"] == 109
+
+
+def test_progress_bar_on_a_terminal_leaves_the_output_alone(corpus: Path) -> None:
+    capture = str(corpus / "sv_smb2_async_read_big.pcap")
+    plain = _run("flows", capture, "--format", "csv")
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "flowaudit", "flows", capture, "--format", "csv"],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            check=False,
+            env={**os.environ, "COLUMNS": "100"},
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 0
+    assert result.stdout == plain.stdout
