@@ -17,6 +17,7 @@ system does not offer it, pages are backed on first write as usual.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import mmap
@@ -49,6 +50,13 @@ def _libc_madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 _MADVISE = _libc_madvise()
 
 
+def _unmap(area: mmap.mmap | None) -> None:
+    """Unmap now, unless a view is still held elsewhere: then when the last view goes."""
+    if area is not None:
+        with contextlib.suppress(BufferError):
+            area.close()
+
+
 class PayloadArena:
     """A growable ``(slots, slot_bytes)`` uint8 array over anonymous, lazily backed memory."""
 
@@ -76,7 +84,8 @@ class PayloadArena:
         self._backed = stop
         # Whole pages: madvise wants a page-aligned start (the mapping itself is aligned).
         first = start * self.slot_bytes // mmap.PAGESIZE * mmap.PAGESIZE
-        address = self.array.ctypes.data + first
+        # (the array interface gives the address without an object that holds a view)
+        address = self.array.__array_interface__["data"][0] + first
         length = stop * self.slot_bytes - first
         self._populating = threading.Thread(
             target=self._populate, args=(address, length), daemon=True
@@ -107,8 +116,7 @@ class PayloadArena:
         self._backed = used
         self.array[:used] = old_array[:used]
         del old_array
-        if old_map is not None:
-            old_map.close()
+        _unmap(old_map)
 
     def take_bytes(self, lengths: np.ndarray) -> list[bytes]:
         """The used slots as ``bytes`` (slot ``k`` cut to ``lengths[k]``); empties the arena."""
@@ -130,9 +138,8 @@ class PayloadArena:
     def close(self) -> None:
         self._wait()
         self.array = np.zeros((0, self.slot_bytes), dtype=np.uint8)
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        _unmap(self._map)
+        self._map = None
 
 
 class FlowPayloads:
