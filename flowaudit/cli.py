@@ -16,6 +16,7 @@ from typing import IO, Any
 import click
 
 from flowaudit import __version__
+from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
 from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
 
 
@@ -93,14 +94,14 @@ def cli() -> None:
 @click.option(
     "--payload-bytes",
     type=click.IntRange(min=0),
-    default=2048,
+    default=DEFAULT_PAYLOAD_BYTES,
     show_default=True,
     help="First payload bytes kept per flow direction (for dissectors).",
 )
 @click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0),
-    default=60.0,
+    default=DEFAULT_IDLE_TIMEOUT,
     show_default=True,
     help="Seconds of silence that end a UDP/ICMP flow (0: never, as tshark).",
 )
@@ -119,7 +120,7 @@ def flows(
     sha256: bool,
 ) -> None:
     """Print the flow table of one capture set (several files are merged in time order)."""
-    from flowaudit.flows import FlowConfig, build_flow_table
+    from flowaudit.flows import build_flow_table
 
     config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
     with _progress(captures) as progress:

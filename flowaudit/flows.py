@@ -32,6 +32,7 @@ import numpy as np
 
 from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
 from flowaudit.capture.reader import CaptureInfo, CaptureReader
+from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
 from flowaudit.errors import UsageError
 from flowaudit.flow_kernel import (
     DONE,
@@ -56,11 +57,6 @@ from flowaudit.payload_arena import FlowPayloads, PayloadArena
 if TYPE_CHECKING:
     import pandas as pd
 
-# Zeek's udp_inactivity_timeout and icmp_inactivity_timeout are 1 min
-# (scripts/base/init-bare.zeek); tshark's conversation tables never split on time
-# (use idle_timeout=0 to count as tshark does).
-DEFAULT_IDLE_TIMEOUT = 60.0
-DEFAULT_PAYLOAD_BYTES = 2048
 
 # Registered ports above 1023 on which Configuration Manager and Windows serve (the ports page
 # in shared/seeds and its Windows Server section). Used only to tell the server side of a flow
@@ -145,21 +141,6 @@ FLOW_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class FlowConfig:
-    """How packets become flows."""
-
-    payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # first payload bytes kept per direction
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 = never split non-TCP flows
-    sha256: bool = False  # hash each capture file as it is read (evidence)
-
-    def __post_init__(self) -> None:
-        if self.payload_bytes < 0:
-            raise UsageError("payload bytes must be 0 or more")
-        if self.idle_timeout < 0:
-            raise UsageError("the idle timeout must be 0 (never) or more seconds")
-
-
 @dataclass
 class FlowTable:
     """The flows of a capture set and what each capture file held.
@@ -217,22 +198,7 @@ class FlowAssembler:
                 batch.frame,
                 batch.ts_ns,
                 batch.wire_len,
-                batch.l3,
-                batch.proto,
-                batch.src_hi,
-                batch.src_lo,
-                batch.dst_hi,
-                batch.dst_lo,
-                batch.sport,
-                batch.dport,
-                batch.tcp_flags,
-                batch.tcp_seq,
-                batch.payload_off,
-                batch.payload_len,
-                batch.payload_cap,
-                batch.l2_multicast,
-                batch.frag,
-                batch.frag_id,
+                *batch.decoded(),
                 batch.buffer,
                 self._flows,
                 self._rows,
@@ -491,6 +457,8 @@ def build_flow_table(
 
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_PAYLOAD_BYTES",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
     "FlowAssembler",

@@ -69,6 +69,12 @@ BATCH_COLUMNS: dict[str, type] = {
 }
 
 
+# The columns the decoder fills, in the order the compiled kernels take them.
+DECODED_COLUMNS = tuple(
+    name for name in BATCH_COLUMNS if name not in ("frame", "ts_ns", "wire_len")
+)
+
+
 @dataclass
 class PacketBatch:
     """Decoded packets of one slice of one capture file, one array element per packet."""
@@ -97,6 +103,10 @@ class PacketBatch:
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
+
+    def decoded(self) -> tuple[np.ndarray, ...]:
+        """The ``DECODED_COLUMNS`` arrays, in order, as the kernels take them."""
+        return tuple(getattr(self, name) for name in DECODED_COLUMNS)
 
     @classmethod
     def empty(cls, file_index: int, size: int, buffer: U8 | None = None) -> PacketBatch:

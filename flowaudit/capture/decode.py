@@ -110,9 +110,8 @@ def decode_records(
     l2_multicast: Any,
     frag: Any,
     frag_id: Any,
-) -> int:
-    """Decode ``count`` records; returns how many were on a link type not decoded."""
-    unknown_link = 0
+) -> None:
+    """Decode ``count`` records into the columns (a link type not decoded leaves L3_NONE)."""
     for i in range(count):
         start = rec_offset[i]
         end = start + rec_caplen[i]
@@ -185,8 +184,7 @@ def decode_records(
             elif version == 6:
                 ethertype = ETHERTYPE_IPV6
         else:
-            unknown_link += 1
-            continue
+            continue  # not a link type decoded here: the reader counts and reports these
 
         # 802.1Q / QinQ tags, then 802.2 LLC/SNAP encapsulation of an EtherType.
         while _is_vlan(ethertype) and end - pos >= 4:
@@ -304,4 +302,3 @@ def decode_records(
             payload_off[i] = data
             payload_len[i] = l4_end - data
             payload_cap[i] = max(0, cap_end - data)
-    return unknown_link

@@ -67,7 +67,7 @@ from flowaudit.errors import CaptureFormatError, EngineError, FlowauditError, In
 
 if TYPE_CHECKING:
     from flowaudit.capture.reader import CaptureInfo
-    from flowaudit.flows import FlowConfig
+    from flowaudit.config import FlowConfig
 
 __all__ = ["PysharkReader", "iter_pyshark_batches", "pyshark_available", "read_with_pyshark"]
 

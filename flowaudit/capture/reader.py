@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowaudit.capture.batch import PacketBatch
+from flowaudit.capture.batch import DECODED_COLUMNS, PacketBatch
 from flowaudit.capture.decode import LINKTYPE_NAMES, decode_records
 from flowaudit.capture.source import CHUNK_BYTES, PCAP_MAGICS, CaptureSource, open_capture
 from flowaudit.capture.walk import (
@@ -178,11 +178,7 @@ class CaptureReader:
                     have,
                     big_endian,
                     frac_ns,
-                    records.offset,
-                    records.caplen,
-                    records.wire_len,
-                    records.ts_ns,
-                    records.if_id,
+                    *records.outputs(),
                 )
                 if count:
                     yield self._decode(buf, count, if_linktype)
@@ -229,11 +225,7 @@ class CaptureReader:
                     big_endian,
                     *if_arrays[:4],
                     last_ts,
-                    records.offset,
-                    records.caplen,
-                    records.wire_len,
-                    records.ts_ns,
-                    records.if_id,
+                    *records.outputs(),
                 )
                 if count:
                     yield self._decode(buf, count, if_arrays[4])
@@ -367,29 +359,14 @@ class CaptureReader:
     def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:
         records, batch = self._column_sets[self._column_turn]
         self._column_turn = (self._column_turn + 1) % len(self._column_sets)
-        unknown = decode_records(
+        decode_records(
             buf,
             count,
             records.offset,
             records.caplen,
             records.if_id,
             if_linktype,
-            batch.l3,
-            batch.proto,
-            batch.src_hi,
-            batch.src_lo,
-            batch.dst_hi,
-            batch.dst_lo,
-            batch.sport,
-            batch.dport,
-            batch.tcp_flags,
-            batch.tcp_seq,
-            batch.payload_off,
-            batch.payload_len,
-            batch.payload_cap,
-            batch.l2_multicast,
-            batch.frag,
-            batch.frag_id,
+            *batch.decoded(),
         )
         if len(if_linktype) == 1:
             kinds = {int(if_linktype[0]): count}
@@ -401,7 +378,6 @@ class CaptureReader:
                 kinds[linktype] = kinds.get(linktype, 0) + int(used[interface])
         for linktype, packets in kinds.items():
             self._linktype_packets[linktype] = self._linktype_packets.get(linktype, 0) + packets
-        del unknown  # the per-link-type counts above say the same, per type
         frames = np.arange(self._frames + 1, self._frames + count + 1, dtype=np.int64)
         self._frames += count
         ts = records.ts_ns[:count]
@@ -419,22 +395,7 @@ class CaptureReader:
             frame=frames,
             ts_ns=ts,
             wire_len=wire,
-            l3=batch.l3[:count],
-            proto=batch.proto[:count],
-            src_hi=batch.src_hi[:count],
-            src_lo=batch.src_lo[:count],
-            dst_hi=batch.dst_hi[:count],
-            dst_lo=batch.dst_lo[:count],
-            sport=batch.sport[:count],
-            dport=batch.dport[:count],
-            tcp_flags=batch.tcp_flags[:count],
-            tcp_seq=batch.tcp_seq[:count],
-            payload_off=batch.payload_off[:count],
-            payload_len=batch.payload_len[:count],
-            payload_cap=batch.payload_cap[:count],
-            l2_multicast=batch.l2_multicast[:count],
-            frag=batch.frag[:count],
-            frag_id=batch.frag_id[:count],
+            **{name: getattr(batch, name)[:count] for name in DECODED_COLUMNS},
         )
 
     def _warn(self, message: str) -> None:

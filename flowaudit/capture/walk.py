@@ -52,6 +52,10 @@ class RecordColumns:
         self.ts_ns = np.empty(capacity, dtype=np.int64)
         self.if_id = np.empty(capacity, dtype=np.int32)
 
+    def outputs(self) -> tuple[np.ndarray, ...]:
+        """The columns in the order the walkers fill them."""
+        return self.offset, self.caplen, self.wire_len, self.ts_ns, self.if_id
+
 
 @nb.njit(**NJIT)
 def walk_pcap(
