@@ -32,6 +32,7 @@ import numpy as np
 
 from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
 from flowaudit.capture.reader import CaptureInfo, CaptureReader
+from flowaudit.capture.source import STDIN
 from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
 from flowaudit.errors import UsageError
 from flowaudit.flow_kernel import (
@@ -423,6 +424,10 @@ def iter_native_batches(
 def order_capture_set(paths: Sequence[str | Path], config: FlowConfig) -> list[str]:
     """Files of one capture set in time order (rotated captures: -C/-G pieces in sequence)."""
     names = [str(p) for p in paths]
+    if STDIN in names:
+        if len(names) > 1:
+            raise UsageError("standard input (-) can only be read alone, not with other files")
+        return names  # a pipe can be read only once: it is checked as it is read
     if len(names) < 2:
         if names:
             _first_timestamp(names[0], config)
@@ -447,6 +452,9 @@ def build_flow_table(
         batches = iter_native_batches(ordered, config, progress, infos)
     elif engine == "pyshark":
         from flowaudit.capture.pyshark_engine import iter_pyshark_batches
+
+        if STDIN in ordered:
+            raise UsageError("the pyshark engine reads files, not standard input (-)")
 
         batches = iter_pyshark_batches(ordered, config, progress, infos)
     else:

@@ -7,6 +7,7 @@ unchanged.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pty
@@ -86,3 +87,42 @@ def test_progress_bar_on_a_terminal_leaves_the_output_alone(corpus: Path) -> Non
         os.close(controller)
     assert result.returncode == 0
     assert result.stdout == plain.stdout
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_capture_piped_on_standard_input(corpus: Path, compressed: bool) -> None:
+    capture = corpus / "otrf_psexec_dcerpc_tcp_epm.cap"
+    data = capture.read_bytes()
+    if compressed:
+        data = gzip.compress(data)
+    piped = subprocess.run(
+        [sys.executable, "-m", "flowaudit", "flows", "-", "--format", "json"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    from_file = json.loads(_run("flows", str(capture), "--format", "json").stdout)
+    report = json.loads(piped.stdout)
+    assert report["captures"][0]["packets"] == 329
+    assert report["captures"][0]["compression"] == ("gzip" if compressed else None)
+
+    def rows(flows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in f.items() if not k.endswith("_file")} for f in flows]
+
+    assert rows(report["flows"]) == rows(from_file["flows"])
+    assert {f["first_file"] for f in report["flows"]} == {"-"}
+
+
+def test_standard_input_is_read_alone(corpus: Path) -> None:
+    result = _run("flows", "-", str(corpus / "zeek_tls12.pcap"), input="")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "can only be read alone" in result.stderr
+
+
+def test_text_on_standard_input_is_one_line_exit_2() -> None:
+    result = _run("flows", "-", input="hello, this is not a capture\n")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "flowaudit: error: -: not a pcap or pcapng capture: it looks like text\n"
+    )

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ PCAP_MAGICS: dict[bytes, tuple[bool, bool]] = {  # magic -> (big_endian, nanosec
 }
 
 CHUNK_BYTES = 8 * 1024 * 1024
+STDIN = "-"  # the path that means standard input
 
 
 class _HashingReader(io.RawIOBase):
@@ -105,6 +107,29 @@ class CaptureSource:
         self.stream.close()
 
 
+class _Prefixed(io.RawIOBase):
+    """A raw stream that first gives back bytes already read, then the rest of ``raw``."""
+
+    def __init__(self, prefix: bytes, raw: io.RawIOBase) -> None:
+        self._prefix = prefix
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            count = min(len(target), len(self._prefix))
+            target[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        return self._raw.readinto(target) or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _describe_start(head: bytes) -> str:
     if not head:
         return "it is empty (0 bytes)"
@@ -120,19 +145,31 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
     that is not a pcap, pcapng or gzip-compressed capture.
     """
     file_path = Path(path)
-    if file_path.is_dir():
+    raw: BinaryIO
+    if str(path) == STDIN:
+        # A capture piped in (tcpdump -w - | flowaudit flows -): read once, as it comes.
+        raw = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+    elif file_path.is_dir():
         raise InputError(f"{file_path}: is a directory, not a capture file")
-    try:
-        raw: BinaryIO = open(file_path, "rb", buffering=0)  # noqa: SIM115 - closed by caller
-    except FileNotFoundError:
-        raise InputError(f"{file_path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{file_path}: cannot open ({exc.strerror})") from None
+    else:
+        try:
+            raw = open(file_path, "rb", buffering=0)  # noqa: SIM115 - closed by caller
+        except FileNotFoundError:
+            raise InputError(f"{file_path}: no such file") from None
+        except OSError as exc:
+            raise InputError(f"{file_path}: cannot open ({exc.strerror})") from None
     size = os.fstat(raw.fileno()).st_size
     digest = hashlib.sha256() if sha256 else None
     hashing = _HashingReader(raw, digest)
-    buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
-    head = buffered.peek(4)[:4]
+    # The magic is read whole even from a pipe that hands out a few bytes at a time, then put
+    # back in front of the rest.
+    head = b""
+    while len(head) < 4:
+        more = hashing.read(4 - len(head))
+        if not more:
+            break
+        head += more
+    buffered = io.BufferedReader(_Prefixed(head, hashing), buffer_size=1024 * 1024)
     compression = None
     stream: BinaryIO = buffered
     if head[:2] == GZIP_MAGIC:
