@@ -16,8 +16,18 @@ from typing import IO, Any
 import click
 
 from flowaudit import __version__
-from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
+from flowaudit.config import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PAYLOAD_BYTES,
+    MAX_IDLE_TIMEOUT,
+    MAX_PAYLOAD_BYTES,
+    FlowConfig,
+)
 from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
+
+
+class OutputClosed(Exception):
+    """The reader of standard output went away (``| head``): not an error of ours."""
 
 
 def _stderr_line(message: str) -> None:
@@ -52,12 +62,15 @@ def _progress(paths: tuple[str, ...]) -> Iterator[Callable[[int], None] | None]:
 @contextmanager
 def _output(path: str | None, binary: bool) -> Iterator[IO[Any]]:
     if path is None or path == "-":
-        if binary:
-            if sys.stdout.isatty():
-                raise UsageError("parquet output is binary: name a file with --output")
-            yield sys.stdout.buffer
-        else:
-            yield sys.stdout
+        if binary and sys.stdout.isatty():
+            raise UsageError("parquet output is binary: name a file with --output")
+        stream: IO[Any] = sys.stdout.buffer if binary else sys.stdout
+        try:
+            yield stream
+            stream.flush()
+        except BrokenPipeError:
+            # click turns a broken pipe into exit 1, our "findings" code: step around it.
+            raise OutputClosed from None
         return
     try:
         handle = open(path, "wb" if binary else "w", encoding=None if binary else "utf-8")  # noqa: SIM115
@@ -93,14 +106,14 @@ def cli() -> None:
 )
 @click.option(
     "--payload-bytes",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_PAYLOAD_BYTES),
     default=DEFAULT_PAYLOAD_BYTES,
     show_default=True,
     help="First payload bytes kept per flow direction (for dissectors).",
 )
 @click.option(
     "--idle-timeout",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_IDLE_TIMEOUT),
     default=DEFAULT_IDLE_TIMEOUT,
     show_default=True,
     help="Seconds of silence that end a UDP/ICMP flow (0: never, as tshark).",
@@ -175,11 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     except FlowauditError as exc:
         _stderr_line(f"error: {exc}")
         sys.exit(exc.exit_code)
-    except BrokenPipeError:
+    except (OutputClosed, BrokenPipeError):
         # The reader of our output went away (e.g. `| head`): not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        os._exit(0)
     except KeyboardInterrupt:
         _stderr_line("interrupted")
         sys.exit(130)

@@ -15,6 +15,10 @@ from flowaudit.errors import UsageError
 # (use idle_timeout=0 to count as tshark does).
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_PAYLOAD_BYTES = 2048
+# Bounds of the settings: a payload slot larger than the largest record is never filled, and
+# an idle timeout must stay a finite number of nanoseconds in 64 bits.
+MAX_PAYLOAD_BYTES = 262144
+MAX_IDLE_TIMEOUT = 1e9
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,9 @@ class FlowConfig:
     sha256: bool = False  # hash each capture file as it is read (evidence)
 
     def __post_init__(self) -> None:
-        if self.payload_bytes < 0:
-            raise UsageError("payload bytes must be 0 or more")
-        if self.idle_timeout < 0:
-            raise UsageError("the idle timeout must be 0 (never) or more seconds")
+        if not 0 <= self.payload_bytes <= MAX_PAYLOAD_BYTES:
+            raise UsageError(f"payload bytes must be from 0 to {MAX_PAYLOAD_BYTES}")
+        if not 0 <= self.idle_timeout <= MAX_IDLE_TIMEOUT:  # also refuses nan
+            raise UsageError(
+                f"the idle timeout must be 0 (never) or up to {MAX_IDLE_TIMEOUT:.0f} seconds"
+            )

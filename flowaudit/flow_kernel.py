@@ -403,6 +403,8 @@ def update_flows(
                     # UDP and others keep their first datagram with a payload, whole.
                     if state == PAY_NONE and claimed > 0:
                         accept = True
+                if accept and captured == 0:
+                    state = PAY_DONE  # the capture cut this segment off: the prefix ends
                 if accept and captured > 0:
                     slot_id = f.pay_slot_ab if forward else f.pay_slot_ba
                     if slot_id < 0:

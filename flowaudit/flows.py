@@ -20,7 +20,10 @@ Memory grows with the number of flows: batches are folded in as they come (``Flo
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -34,7 +37,7 @@ from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
 from flowaudit.capture.reader import CaptureInfo, CaptureReader
 from flowaudit.capture.source import STDIN
 from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
-from flowaudit.errors import UsageError
+from flowaudit.errors import FlowauditError, UsageError
 from flowaudit.flow_kernel import (
     DONE,
     FIN_A,
@@ -395,15 +398,19 @@ def _flow_columns(
     return columns, payloads
 
 
-def _first_timestamp(path: str, config: FlowConfig) -> int | None:
-    """Timestamp of the first packet of a file (None if it has none), to order a capture set.
+def _first_timestamp(path: str) -> int | None:
+    """Timestamp of the first packet of a file, to order a capture set.
 
-    Reading it also checks that the file is a capture at all, before any output is written.
+    None if it has none, or if the native reader cannot read its start: the engine that
+    reads the set says what is wrong with it then (tshark may read what this reader cannot).
     """
     reader = CaptureReader(path, chunk_bytes=1 << 20, batch_packets=1)
-    with closing(reader.batches()) as batches:
-        for batch in batches:
-            return int(batch.ts_ns[0])
+    try:
+        with closing(reader.batches()) as batches:
+            for batch in batches:
+                return int(batch.ts_ns[0])
+    except FlowauditError:
+        return None
     return None
 
 
@@ -421,19 +428,41 @@ def iter_native_batches(
         yield from reader.batches()
 
 
-def order_capture_set(paths: Sequence[str | Path], config: FlowConfig) -> list[str]:
-    """Files of one capture set in time order (rotated captures: -C/-G pieces in sequence)."""
+def order_capture_set(paths: Sequence[str | Path]) -> list[str]:
+    """Files of one capture set in the order of their first packet (rotated -C/-G pieces).
+
+    Ordering reads the start of each file once more, so it is done only for a set of several
+    regular files; a pipe, a FIFO or standard input can be read only once, and so only alone.
+    A lone file is checked as it is read, before any output is written.
+    """
     names = [str(p) for p in paths]
-    if STDIN in names:
-        if len(names) > 1:
-            raise UsageError("standard input (-) can only be read alone, not with other files")
-        return names  # a pipe can be read only once: it is checked as it is read
     if len(names) < 2:
-        if names:
-            _first_timestamp(names[0], config)
         return names
-    starts = {name: _first_timestamp(name, config) for name in names}
+    for name in names:
+        if name == STDIN or (os.path.exists(name) and not _regular_file(name)):
+            raise UsageError(
+                f"{name}: a pipe or standard input can only be read alone, not with other files"
+            )
+    starts = {name: _first_timestamp(name) for name in names}
     return sorted(names, key=lambda name: (starts[name] is None, starts[name] or 0))
+
+
+def _regular_file(name: str) -> bool:
+    return stat.S_ISREG(os.stat(name).st_mode)
+
+
+def _overlap_warnings(infos: Sequence[CaptureInfo]) -> None:
+    """Warn where a file of the set starts before the one read before it ended."""
+    for before, after in itertools.pairwise(infos):
+        if (
+            before.last_seen_ns is not None
+            and after.first_seen_ns is not None
+            and after.first_seen_ns < before.last_seen_ns
+        ):
+            after.warnings.append(
+                f"overlaps in time with {before.path}: files are read one after the other, "
+                "so a flow with packets in both may be split or miscounted"
+            )
 
 
 def build_flow_table(
@@ -445,7 +474,7 @@ def build_flow_table(
 ) -> FlowTable:
     """Read a capture set and assemble its flow table."""
     config = config or FlowConfig()
-    ordered = order_capture_set(paths, config)
+    ordered = order_capture_set(paths)
     assembler = FlowAssembler(config, ordered)
     infos: list[CaptureInfo] = []
     if engine == "native":
@@ -461,6 +490,7 @@ def build_flow_table(
         raise UsageError(f"unknown engine {engine!r} (native or pyshark)")
     for batch in batches:
         assembler.add(batch)
+    _overlap_warnings(infos)
     return assembler.table(infos)
 
 

@@ -25,9 +25,9 @@ import threading
 
 import numpy as np
 
-# Slots reserved (not yet backed by memory) before the first growth: 256 MiB of address space
-# at the default 2048 bytes a slot.
-RESERVED_SLOTS = 131072
+# Address space reserved (not yet backed by memory) before the first growth: 131,072 slots
+# at the default 2048 bytes a slot, fewer for larger slots.
+RESERVED_BYTES = 256 * 1024 * 1024
 # Slots turned into bytes between two hand-backs of memory.
 RELEASE_EVERY = 4096
 # Slots backed ahead of use, and the value of MADV_POPULATE_WRITE (<linux/mman.h>), which the
@@ -60,8 +60,10 @@ def _unmap(area: mmap.mmap | None) -> None:
 class PayloadArena:
     """A growable ``(slots, slot_bytes)`` uint8 array over anonymous, lazily backed memory."""
 
-    def __init__(self, slot_bytes: int, reserved_slots: int = RESERVED_SLOTS) -> None:
+    def __init__(self, slot_bytes: int, reserved_slots: int | None = None) -> None:
         self.slot_bytes = slot_bytes
+        if reserved_slots is None:
+            reserved_slots = max(16, RESERVED_BYTES // max(1, slot_bytes))
         self._map: mmap.mmap | None = None
         self._backed = 0  # slots asked to be backed so far
         self._populating: threading.Thread | None = None

@@ -126,3 +126,45 @@ def test_text_on_standard_input_is_one_line_exit_2() -> None:
     assert result.stderr == (
         "flowaudit: error: -: not a pcap or pcapng capture: it looks like text\n"
     )
+
+
+def test_reader_that_goes_away_is_not_an_error(corpus: Path) -> None:
+    # `flowaudit flows big.pcap | head -1`: exit 0 and nothing on stderr, not click's exit 1.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flowaudit",
+            "flows",
+            str(corpus / "sv_smb2_mixed_windows_lan.pcap"),
+            "--format",
+            "json",
+            "--payload",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0
+    assert stderr == b""
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e30"])
+def test_impossible_idle_timeout_is_one_line(corpus: Path, value: str) -> None:
+    result = _run("flows", str(corpus / "zeek_tls12.pcap"), "--idle-timeout", value)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "idle" in result.stderr
+
+
+def test_named_pipe_alone_is_read_once(corpus: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    capture = corpus / "zeek_tls12.pcap"
+    writer = subprocess.Popen(["sh", "-c", f"cat '{capture}' > '{fifo}'"])
+    result = _run("flows", str(fifo), "--format", "json", timeout=60)
+    writer.wait(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["captures"][0]["packets"] == 22

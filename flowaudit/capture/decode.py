@@ -114,7 +114,8 @@ def decode_records(
     """Decode ``count`` records into the columns (a link type not decoded leaves L3_NONE)."""
     for i in range(count):
         start = rec_offset[i]
-        end = start + rec_caplen[i]
+        end = min(start + rec_caplen[i], buf.shape[0])  # never past the buffer, whatever a
+        # damaged record claims
         linktype = if_linktype[rec_if[i]]
         l3[i] = L3_NONE
         proto[i] = 0
@@ -285,9 +286,10 @@ def decode_records(
                 continue
             tcp_seq[i] = be32(buf, l4 + 4)
             tcp_flags[i] = buf[l4 + 13]
-            data = l4 + (buf[l4 + 12] >> 4) * 4
-            if data > l4_end:
-                continue
+            header_len = (buf[l4 + 12] >> 4) * 4
+            data = l4 + header_len
+            if header_len < 20 or data > l4_end:
+                continue  # a bogus data offset: ports and flags, no payload
             payload_off[i] = data
             payload_len[i] = l4_end - data
             payload_cap[i] = max(0, cap_end - data)
@@ -299,6 +301,11 @@ def decode_records(
             data = l4 + 8
             if data > l4_end:
                 continue
+            if cap_end - l4 >= 6:
+                datagram = be16(buf, l4 + 4)  # the UDP length bounds the payload (RFC 768)
+                if 8 <= datagram < l4_end - l4 and frag[i] == FRAG_NONE:
+                    l4_end = l4 + datagram
+                    cap_end = min(cap_end, l4_end)
             payload_off[i] = data
             payload_len[i] = l4_end - data
             payload_cap[i] = max(0, cap_end - data)

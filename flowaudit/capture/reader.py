@@ -79,6 +79,16 @@ def linktype_name(linktype: int) -> str:
     return LINKTYPE_NAMES.get(linktype, f"linktype-{linktype}")
 
 
+class _BlockError(Exception):
+    """A pcapng header block that cannot be used: fatal before the first packet, else the end
+    of what is read (with a warning)."""
+
+
+# An interface's if_tsoffset beyond this many seconds (about 292 years) overflows the
+# nanosecond timestamps.
+MAX_TS_OFFSET_SECONDS = 9_000_000_000
+
+
 class CaptureReader:
     """Reads one capture file; ``batches()`` yields its packets, ``info`` says what was read.
 
@@ -111,11 +121,14 @@ class CaptureReader:
         self._column_turn = 0
         self._buffers: list[np.ndarray | None] = [None] * pool
         self._buffer_turn = -1
+        self._handed_out = False  # whether a batch points into the current buffer
         self._progress = progress
         self._frames = 0
         self._interfaces: list[_Interface] = []
         self._linktype_packets: dict[int, int] = {}  # packets seen per link type
         self.info = CaptureInfo(path=str(path))
+        self._sections = 0  # pcapng section headers read
+        self._stream_bytes = 0  # bytes of the (decompressed) file read so far
 
     # ------------------------------------------------------------------ public
 
@@ -232,10 +245,16 @@ class CaptureReader:
                 if status == FULL:
                     continue
                 if status == BAD_RECORD:
-                    self._damaged(f"malformed pcapng block at byte offset {pos} of the chunk")
+                    where = self._stream_bytes - have + pos
+                    self._damaged(f"malformed pcapng block at byte {where} of the file")
                     return
                 if status == PYTHON_BLOCK:
-                    used = self._python_block(buf, pos, have, big_endian)
+                    try:
+                        used = self._python_block(buf, pos, have, big_endian)
+                    except _BlockError as exc:
+                        where = self._stream_bytes - have + pos
+                        self._damaged(f"{exc} (at byte {where} of the file)")
+                        return
                     if used is None:
                         break  # block not complete in the buffer: refill
                     big_endian, length = used
@@ -248,6 +267,8 @@ class CaptureReader:
                 pos = have
             leftover = have - pos
             if end_of_file:
+                if not self._sections:
+                    raise CaptureFormatError(f"{self.path}: pcapng section header cut short")
                 if leftover or skip:
                     self._cut_short(leftover)
                 return
@@ -270,45 +291,52 @@ class CaptureReader:
             elif bom == b"\x1a\x2b\x3c\x4d":
                 big_endian = True
             else:
-                raise CaptureFormatError(
-                    f"{self.path}: pcapng section header has no valid byte-order magic"
-                )
+                raise _BlockError("pcapng section header has no valid byte-order magic")
         order = ">" if big_endian else "<"
         length = struct.unpack_from(order + "I", bytes(buf[pos + 4 : pos + 8]))[0]
-        if length < 12 or length % 4:
-            raise CaptureFormatError(f"{self.path}: pcapng block with invalid length {length}")
+        shortest = 28 if block_type == PCAPNG_SHB else 20  # sections 4.1 and 4.2
+        if length < shortest or length % 4:
+            raise _BlockError(f"pcapng header block with invalid length {length}")
         if length > len(buf) - 4096:
-            raise CaptureFormatError(f"{self.path}: pcapng header block of {length} bytes")
+            raise _BlockError(f"pcapng header block of {length} bytes")
         if have - pos < length:
             return None
         block = bytes(buf[pos : pos + length])
         if block_type == PCAPNG_SHB:
+            self._sections += 1
             self._interfaces = []  # interface ids are numbered per section
         elif struct.unpack_from(order + "I", block)[0] == PCAPNG_IDB:
             self._interfaces.append(self._parse_idb(block, order))
         return big_endian, length
 
     def _parse_idb(self, block: bytes, order: str) -> _Interface:
-        if len(block) < 20:
-            raise CaptureFormatError(f"{self.path}: pcapng interface block too short")
         linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", block, 8)
         interface = _Interface(linktype=linktype, snaplen=snaplen)
-        pos = 16
-        while pos + 4 <= len(block) - 4:
+        pos, options_end = 16, len(block) - 4
+        while pos + 4 <= options_end:
             code, length = struct.unpack_from(order + "HH", block, pos)
-            value = block[pos + 4 : pos + 4 + length]
             if code == 0:
                 break
+            if pos + 4 + length > options_end:
+                raise _BlockError(f"pcapng interface option {code} runs past its block")
+            value = block[pos + 4 : pos + 4 + length]
             if code == IF_OPT_TSRESOL and length >= 1:
                 exponent = value[0] & 0x7F
                 if value[0] & 0x80:
+                    if exponent > 63:
+                        raise _BlockError(f"pcapng timestamp resolution 2^-{exponent}")
                     interface.ts_kind, interface.ts_factor = TS_BIN, exponent
                 elif exponent <= 9:
                     interface.ts_kind, interface.ts_factor = TS_MUL, 10 ** (9 - exponent)
-                else:
+                elif exponent <= 18:
                     interface.ts_kind, interface.ts_factor = TS_DIV, 10 ** (exponent - 9)
+                else:
+                    raise _BlockError(f"pcapng timestamp resolution 10^-{exponent}")
             elif code == IF_OPT_TSOFFSET and length >= 8:
-                interface.ts_offset_ns = struct.unpack_from(order + "q", value)[0] * 1_000_000_000
+                seconds = struct.unpack_from(order + "q", value)[0]
+                if abs(seconds) > MAX_TS_OFFSET_SECONDS:
+                    raise _BlockError(f"pcapng timestamp offset of {seconds} s")
+                interface.ts_offset_ns = seconds * 1_000_000_000
             elif code == IF_OPT_NAME:
                 interface.name = value.decode("utf-8", "replace")
             pos += 4 + length + (-length % 4)
@@ -329,6 +357,7 @@ class CaptureReader:
     def _fill(self, source: CaptureSource, buf: np.ndarray, have: int) -> int:
         before = source.hashing.bytes_read
         got = source.readinto(buf[have:])
+        self._stream_bytes += got
         if self._progress is not None:
             self._progress(source.hashing.bytes_read - before)
         return got
@@ -340,10 +369,12 @@ class CaptureReader:
             got = source.readinto(scratch[: min(skip, len(scratch))])
             if not got:
                 break
+            self._stream_bytes += got
             skip -= got
         return skip
 
     def _next_buffer(self, size: int) -> np.ndarray:
+        self._handed_out = False
         self._buffer_turn = (self._buffer_turn + 1) % len(self._buffers)
         buf = self._buffers[self._buffer_turn]
         if buf is None or len(buf) < size:
@@ -351,13 +382,22 @@ class CaptureReader:
         return buf[:size]
 
     def _carry(self, buf: np.ndarray, pos: int, have: int, size: int) -> np.ndarray:
-        """The next buffer, starting with the bytes of ``buf`` not yet walked."""
+        """The buffer to refill, starting with the bytes of ``buf`` not yet walked.
+
+        ``buf`` itself where no batch points into it (so nothing of the consumer's can be in
+        it) and it is large enough; else the next of the pool, which the batches handed out
+        since it was last used have all been consumed.
+        """
+        if not self._handed_out and len(buf) >= size:
+            buf[: have - pos] = buf[pos:have]
+            return buf
         following = self._next_buffer(size)
         following[: have - pos] = buf[pos:have]  # numpy copes with the overlap of a pool of one
         return following
 
     def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:
         records, batch = self._column_sets[self._column_turn]
+        self._handed_out = True  # a batch now points into this buffer
         self._column_turn = (self._column_turn + 1) % len(self._column_sets)
         decode_records(
             buf,

@@ -110,7 +110,7 @@ class CaptureSource:
 class _Prefixed(io.RawIOBase):
     """A raw stream that first gives back bytes already read, then the rest of ``raw``."""
 
-    def __init__(self, prefix: bytes, raw: io.RawIOBase) -> None:
+    def __init__(self, prefix: bytes, raw: io.RawIOBase | io.BufferedIOBase) -> None:
         self._prefix = prefix
         self._raw = raw
 
@@ -123,7 +123,10 @@ class _Prefixed(io.RawIOBase):
             target[:count] = self._prefix[:count]
             self._prefix = self._prefix[count:]
             return count
-        return self._raw.readinto(target) or 0
+        # One read of what is below (readinto1 where it has one): a gzip stream cut short
+        # then hands over what it inflated before it raises on the next call.
+        read = getattr(self._raw, "readinto1", self._raw.readinto)
+        return read(target) or 0
 
     def close(self) -> None:
         self._raw.close()
@@ -174,14 +177,20 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
     stream: BinaryIO = buffered
     if head[:2] == GZIP_MAGIC:
         compression = "gzip"
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        inflated = gzip.GzipFile(fileobj=buffered, mode="rb")
         try:
-            head = stream.peek(4)[:4]  # type: ignore[attr-defined]
+            head = b""
+            while len(head) < 4:  # a first gzip member may hold fewer than 4 bytes
+                more = inflated.read(4 - len(head))
+                if not more:
+                    break
+                head += more
         except (OSError, EOFError, zlib.error) as exc:
-            stream.close()
+            inflated.close()
             raise CaptureFormatError(
                 f"{file_path}: gzip data cannot be decompressed ({exc})"
             ) from None
+        stream = io.BufferedReader(_Prefixed(head, inflated), buffer_size=1024 * 1024)
     kind = None
     if head == PCAPNG_MAGIC:
         kind = "pcapng"

@@ -151,6 +151,9 @@ def walk_pcapng(
             continue
         if block_len > MAX_RECORD + 4096:
             return count, pos, BAD_RECORD, last_ts
+        # Smallest packet blocks: an SPB has 16 bytes around its data, EPB and OPB 32.
+        if block_len < (16 if block_type == PCAPNG_SPB else 32):
+            return count, pos, BAD_RECORD, last_ts
         if pos + block_len > end:
             return count, pos, NEED_MORE, last_ts
         if count == capacity:
