@@ -106,6 +106,7 @@ def test_capture_piped_on_standard_input(corpus: Path, compressed: bool) -> None
     report = json.loads(piped.stdout)
     assert report["captures"][0]["packets"] == 329
     assert report["captures"][0]["compression"] == ("gzip" if compressed else None)
+    assert report["captures"][0]["size"] is None  # a pipe has no size
 
     def rows(flows: list[dict[str, object]]) -> list[dict[str, object]]:
         return [{k: v for k, v in f.items() if not k.endswith("_file")} for f in flows]
@@ -168,3 +169,11 @@ def test_named_pipe_alone_is_read_once(corpus: Path, tmp_path: Path) -> None:
     writer.wait(timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["captures"][0]["packets"] == 22
+
+
+def test_table_folds_long_addresses_instead_of_cutting_them(corpus: Path) -> None:
+    result = _run("flows", str(corpus / "zeek_ldap_vlan_ipv6.pcapng"))
+    assert result.returncode == 0
+    assert "\u2026" not in result.stdout  # no ellipsis: nothing is cut off
+    assert "2a00:6020:ad0b:8381:c8c2:18f1:4b9d" in result.stdout
+    assert ":7524]:49695" in result.stdout

@@ -54,7 +54,7 @@ class CaptureInfo:
     path: str
     format: str = ""
     compression: str | None = None
-    size: int = 0
+    size: int | None = 0  # None for a pipe
     sha256: str | None = None
     linktypes: list[str] = field(default_factory=list)
     packets: int = 0

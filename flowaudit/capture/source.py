@@ -12,13 +12,12 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-
-import numpy as np
 
 from flowaudit.capture.batch import U8
 from flowaudit.errors import CaptureFormatError, InputError
@@ -68,7 +67,7 @@ class CaptureSource:
     path: Path
     kind: str  # "pcap" | "pcapng"
     compression: str | None  # "gzip" or None
-    size: int  # bytes on disk
+    size: int | None  # bytes on disk (None for a pipe)
     stream: BinaryIO
     digest: hashlib._Hash | None
     hashing: _HashingReader
@@ -161,7 +160,8 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
             raise InputError(f"{file_path}: no such file") from None
         except OSError as exc:
             raise InputError(f"{file_path}: cannot open ({exc.strerror})") from None
-    size = os.fstat(raw.fileno()).st_size
+    status = os.fstat(raw.fileno())
+    size = status.st_size if stat.S_ISREG(status.st_mode) else None  # a pipe has no size
     digest = hashlib.sha256() if sha256 else None
     hashing = _HashingReader(raw, digest)
     # The magic is read whole even from a pipe that hands out a few bytes at a time, then put
@@ -212,7 +212,3 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
         hashing=hashing,
     )
     return source
-
-
-def new_buffer(size: int = CHUNK_BYTES) -> U8:
-    return np.empty(size, dtype=np.uint8)

@@ -149,7 +149,8 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
         "start",
     ):
         justify = "right" if title in ("id", "packets", "bytes", "duration") else "left"
-        view.add_column(title, justify=justify)  # type: ignore[arg-type]
+        # fold, never cut: a report must not lose the end of an IPv6 address
+        view.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
     rows = text_columns(table)
     for k in range(len(table)):
         proto = rows["proto"][k]
