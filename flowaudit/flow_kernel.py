@@ -379,6 +379,7 @@ def update_flows(
             captured = np.int64(payload_cap[i])
             if state != PAY_DONE:
                 accept: Any = False
+                skip = np.int64(0)  # leading bytes of this segment already kept
                 if p == IPPROTO_TCP:
                     syn = 1 if (flags & TCP_SYN) else 0
                     following = np.uint32(np.uint32(seq) + np.uint32(claimed + syn))
@@ -391,9 +392,14 @@ def update_flows(
                         gap = np.int32(np.uint32(seq) - np.uint32(expected))
                         accept = gap == 0 and claimed > 0
                         advance = gap == 0
-                        if gap > 0:
+                        if gap < 0 and -np.int64(gap) < claimed:
+                            # a retransmission that also carries new bytes (coalesced
+                            # segments): keep what follows the bytes already kept
+                            skip = -np.int64(gap)
+                            accept = advance = True
+                        elif gap > 0:
                             state = PAY_DONE  # bytes before this segment were not captured
-                        # gap < 0: a retransmission or keep-alive, already covered
+                        # else: a retransmission or keep-alive, already covered
                     if advance:
                         if forward:
                             f.next_seq_ab = following
@@ -403,9 +409,9 @@ def update_flows(
                     # UDP and others keep their first datagram with a payload, whole.
                     if state == PAY_NONE and claimed > 0:
                         accept = True
-                if accept and captured == 0:
+                if accept and captured <= skip:
                     state = PAY_DONE  # the capture cut this segment off: the prefix ends
-                if accept and captured > 0:
+                elif accept:
                     slot_id = f.pay_slot_ab if forward else f.pay_slot_ba
                     if slot_id < 0:
                         slot_id = n_slots
@@ -415,8 +421,8 @@ def update_flows(
                         else:
                             f.pay_slot_ba = slot_id
                     have = f.pay_len_ab if forward else f.pay_len_ba
-                    take = min(captured, max_payload - have)
-                    base = payload_off[i]
+                    take = min(captured - skip, max_payload - have)
+                    base = payload_off[i] + skip
                     arena[slot_id, have : have + take] = buf[base : base + take]
                     have += take
                     if forward:

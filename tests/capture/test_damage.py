@@ -167,3 +167,13 @@ def test_overlapping_files_are_read_but_flagged(tmp_path: Path) -> None:
     assert [c.path for c in table.captures] == [str(first), str(second)]
     assert table.captures[0].warnings == []
     assert "overlaps in time with" in table.captures[1].warnings[0]
+
+
+def test_coalesced_retransmission_adds_its_new_bytes(tmp_path: Path) -> None:
+    first = cb.ip4_tcp_frame(sport=40000, dport=445, payload=b"aaaa", seq=1)
+    again = cb.ip4_tcp_frame(sport=40000, dport=445, payload=b"aaaabbbbcccc", seq=1)
+    exact = cb.ip4_tcp_frame(sport=40000, dport=445, payload=b"bbbbcccc", seq=5)
+    then = cb.ip4_tcp_frame(sport=40000, dport=445, payload=b"dd", seq=13)
+    records = [cb.Rec(T0 + k, frame) for k, frame in enumerate((first, again, exact, then))]
+    path = cb.write(tmp_path / "re.pcap", cb.pcap_bytes(records, cb.LINKTYPE_ETHERNET))
+    assert build_flow_table([path]).flows["c2s_payload"].tolist() == [b"aaaabbbbccccdd"]
