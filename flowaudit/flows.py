@@ -36,7 +36,7 @@ import numpy as np
 from flowaudit.capture.batch import IPPROTO_TCP, IPPROTO_UDP, PacketBatch
 from flowaudit.capture.reader import CaptureInfo, CaptureReader
 from flowaudit.capture.source import STDIN
-from flowaudit.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_PAYLOAD_BYTES, FlowConfig
+from flowaudit.config import FlowConfig
 from flowaudit.errors import FlowauditError, UsageError
 from flowaudit.flow_kernel import (
     DONE,
@@ -177,7 +177,7 @@ class FlowTable:
 
 
 class FlowAssembler:
-    """Folds ``PacketBatch``es into flow state; ``table()`` gives the finished DataFrame."""
+    """Folds ``PacketBatch``es into flow state; ``table()`` gives the finished ``FlowTable``."""
 
     def __init__(self, config: FlowConfig | None = None, file_names: Sequence[str] = ()) -> None:
         self.config = config or FlowConfig()
@@ -363,6 +363,8 @@ def _flow_columns(
     proto = flows["proto"]
     names = np.array([PROTO_NAMES.get(int(p), f"ip-{int(p)}") for p in range(256)], dtype=object)
     files = np.array(list(file_names) or [""], dtype=object)
+    payloads = FlowPayloads(arena, slot_lengths, c_slot, s_slot)
+    c2s_payload_len, s2c_payload_len = payloads.lengths()
     first_file = files[np.clip(flows["first_file"], 0, len(files) - 1)] if n else files[:0]
     last_file = files[np.clip(flows["last_file"], 0, len(files) - 1)] if n else files[:0]
     columns = {
@@ -389,12 +391,10 @@ def _flow_columns(
         "first_frame": flows["first_frame"].astype(np.int64),
         "last_file": last_file,
         "last_frame": flows["last_frame"].astype(np.int64),
-        "c2s_payload_len": np.zeros(0),  # filled below
-        "s2c_payload_len": np.zeros(0),
+        "c2s_payload_len": c2s_payload_len,
+        "s2c_payload_len": s2c_payload_len,
         "proto_number": proto.astype(np.int64),
     }
-    payloads = FlowPayloads(arena, slot_lengths, c_slot, s_slot)
-    columns["c2s_payload_len"], columns["s2c_payload_len"] = payloads.lengths()
     return columns, payloads
 
 
@@ -495,8 +495,6 @@ def build_flow_table(
 
 
 __all__ = [
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_PAYLOAD_BYTES",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
     "FlowAssembler",

@@ -388,11 +388,9 @@ class CaptureReader:
         it) and it is large enough; else the next of the pool, which the batches handed out
         since it was last used have all been consumed.
         """
-        if not self._handed_out and len(buf) >= size:
-            buf[: have - pos] = buf[pos:have]
-            return buf
-        following = self._next_buffer(size)
-        following[: have - pos] = buf[pos:have]  # numpy copes with the overlap of a pool of one
+        reuse = not self._handed_out and len(buf) >= size
+        following = buf if reuse else self._next_buffer(size)
+        following[: have - pos] = buf[pos:have]  # numpy copes when both are the same memory
         return following
 
     def _decode(self, buf: np.ndarray, count: int, if_linktype: np.ndarray) -> PacketBatch:

@@ -132,6 +132,18 @@ class _Prefixed(io.RawIOBase):
         super().close()
 
 
+def _read_up_to(stream: io.RawIOBase | io.BufferedIOBase, count: int) -> bytes:
+    """``count`` bytes, or fewer only at the end: a pipe, or a gzip member smaller than
+    ``count``, may hand them out a few at a time. They are put back in front (``_Prefixed``)."""
+    head = b""
+    while len(head) < count:
+        more = stream.read(count - len(head))
+        if not more:
+            break
+        head += more
+    return head
+
+
 def _describe_start(head: bytes) -> str:
     if not head:
         return "it is empty (0 bytes)"
@@ -164,14 +176,7 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
     size = status.st_size if stat.S_ISREG(status.st_mode) else None  # a pipe has no size
     digest = hashlib.sha256() if sha256 else None
     hashing = _HashingReader(raw, digest)
-    # The magic is read whole even from a pipe that hands out a few bytes at a time, then put
-    # back in front of the rest.
-    head = b""
-    while len(head) < 4:
-        more = hashing.read(4 - len(head))
-        if not more:
-            break
-        head += more
+    head = _read_up_to(hashing, 4)
     buffered = io.BufferedReader(_Prefixed(head, hashing), buffer_size=1024 * 1024)
     compression = None
     stream: BinaryIO = buffered
@@ -179,12 +184,7 @@ def open_capture(path: str | os.PathLike[str], *, sha256: bool = False) -> Captu
         compression = "gzip"
         inflated = gzip.GzipFile(fileobj=buffered, mode="rb")
         try:
-            head = b""
-            while len(head) < 4:  # a first gzip member may hold fewer than 4 bytes
-                more = inflated.read(4 - len(head))
-                if not more:
-                    break
-                head += more
+            head = _read_up_to(inflated, 4)
         except (OSError, EOFError, zlib.error) as exc:
             inflated.close()
             raise CaptureFormatError(
