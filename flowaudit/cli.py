@@ -80,6 +80,38 @@ def _output(path: str | None, binary: bool) -> Iterator[IO[Any]]:
         yield handle
 
 
+_FLOW_OPTIONS = (
+    click.option(
+        "--engine",
+        type=click.Choice(["native", "pyshark"]),
+        default="native",
+        show_default=True,
+        help="native reader, or tshark's dissection through pyshark.",
+    ),
+    click.option(
+        "--payload-bytes",
+        type=click.IntRange(min=0, max=MAX_PAYLOAD_BYTES),
+        default=DEFAULT_PAYLOAD_BYTES,
+        show_default=True,
+        help="First payload bytes kept per flow direction (for dissectors).",
+    ),
+    click.option(
+        "--idle-timeout",
+        type=click.FloatRange(min=0, max=MAX_IDLE_TIMEOUT),
+        default=DEFAULT_IDLE_TIMEOUT,
+        show_default=True,
+        help="Seconds of silence that end a UDP/ICMP flow (0: never, as tshark).",
+    ),
+)
+
+
+def _flow_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of how packets become flows, shared by every command that reads captures."""
+    for option in reversed(_FLOW_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowaudit")
 def cli() -> None:
@@ -97,27 +129,7 @@ def cli() -> None:
     help="Output format.",
 )
 @click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
-@click.option(
-    "--engine",
-    type=click.Choice(["native", "pyshark"]),
-    default="native",
-    show_default=True,
-    help="native reader, or tshark's dissection through pyshark.",
-)
-@click.option(
-    "--payload-bytes",
-    type=click.IntRange(min=0, max=MAX_PAYLOAD_BYTES),
-    default=DEFAULT_PAYLOAD_BYTES,
-    show_default=True,
-    help="First payload bytes kept per flow direction (for dissectors).",
-)
-@click.option(
-    "--idle-timeout",
-    type=click.FloatRange(min=0, max=MAX_IDLE_TIMEOUT),
-    default=DEFAULT_IDLE_TIMEOUT,
-    show_default=True,
-    help="Seconds of silence that end a UDP/ICMP flow (0: never, as tshark).",
-)
+@_flow_options
 @click.option(
     "--payload/--no-payload", default=False, help="Include payload bytes (base64) in JSON and CSV."
 )
@@ -138,14 +150,7 @@ def flows(
     config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
     with _progress(captures) as progress:
         table = build_flow_table(list(captures), config, engine=engine, progress=progress)
-    for info in table.captures:
-        for warning in info.warnings:
-            _stderr_line(f"warning: {info.path}: {warning}")
-    if table.orphan_fragments:
-        _stderr_line(
-            f"warning: {table.orphan_fragments} IP fragments whose first fragment was not "
-            "captured are not counted in any flow"
-        )
+    _warn_about(table.captures, table.orphan_fragments)
     from flowaudit.report import flowtable
 
     with _output(output, binary=fmt == "parquet") as out:
@@ -158,6 +163,102 @@ def flows(
         else:
             color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
             flowtable.write_table(table, out, color=color)
+
+
+def _warn_about(captures: Any, orphan_fragments: int) -> None:
+    for info in captures:
+        for warning in info.warnings:
+            _stderr_line(f"warning: {info.path}: {warning}")
+    if orphan_fragments:
+        _stderr_line(
+            f"warning: {orphan_fragments} IP fragments whose first fragment was not "
+            "captured are not counted in any flow"
+        )
+
+
+SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
+
+
+@cli.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option("--site", "site_path", default=None, help="site.yaml: roles, ports, security mode.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--table",
+    "csv_table",
+    type=click.Choice(["flows", "findings"]),
+    default="flows",
+    show_default=True,
+    help="With --format csv: which table to write.",
+)
+@click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(SEVERITY_CHOICES),
+    default="high",
+    show_default=True,
+    help="Exit 1 when a finding has at least this severity (never: always exit 0).",
+)
+@click.option("--sha256/--no-sha256", default=True, help="Hash each capture (evidence).")
+@_flow_options
+def analyze(
+    captures: tuple[str, ...],
+    site_path: str | None,
+    fmt: str,
+    csv_table: str,
+    output: str | None,
+    fail_on: str,
+    sha256: bool,
+    engine: str,
+    payload_bytes: int,
+    idle_timeout: float,
+) -> int:
+    """Classify every flow of a capture set and judge it against the ports matrix."""
+    from flowaudit.audit import analyze as run_analysis
+    from flowaudit.audit import severity_at_least
+
+    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
+    with _progress(captures) as progress:
+        result = run_analysis(list(captures), site_path, config, engine=engine, progress=progress)
+    result.command = ["flowaudit", *sys.argv[1:]]
+    _warn_about(result.captures, 0)
+    from flowaudit.report import audit as report
+
+    with _output(output, binary=False) as out:
+        if fmt == "json":
+            report.write_json(result, out)
+        elif fmt == "csv":
+            report.write_csv(result, out, csv_table)
+        else:
+            color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            report.write_table(result, out, color=color)
+    return 1 if severity_at_least(result, fail_on) else 0
+
+
+@cli.command()
+@click.option("--site", "site_path", default=None, help="Apply this site's ports and options.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
+def matrix(site_path: str | None, fmt: str, output: str | None) -> None:
+    """Print the expected communications in force (one rule per row of the ports page)."""
+    from flowaudit.report.matrix import write_matrix
+
+    with _output(output, binary=False) as out:
+        write_matrix(site_path, fmt, out)
 
 
 def _quick_exit(code: int) -> None:

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import mmap
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -167,6 +168,36 @@ class FlowPayloads:
         """Bytes kept per flow, client-to-server and server-to-client."""
         padded = np.append(self._slot_lengths, 0)  # slot -1 (none) reads the appended 0
         return padded[self._slots[0]], padded[self._slots[1]]
+
+    def first_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first kept byte of each direction per flow; 256 where nothing was kept."""
+        if self._columns is not None:
+            return tuple(  # type: ignore[return-value]
+                np.array([b[0] if b else 256 for b in column], dtype=np.int16)
+                for column in self._columns
+            )
+        assert self._arena is not None
+        array = self._arena.array
+        firsts = np.append(
+            np.where(self._slot_lengths > 0, array[: len(self._slot_lengths), 0], 256), 256
+        ).astype(np.int16)  # slot -1 (none) reads the appended 256
+        return firsts[self._slots[0]], firsts[self._slots[1]]
+
+    def select(self, rows: Sequence[int]) -> tuple[list[bytes], list[bytes]]:
+        """The bytes of some flows only (``rows``), client-to-server and server-to-client.
+
+        Unlike ``columns()`` the arena is kept, so that a reader that needs only a few flows'
+        bytes copies only those.
+        """
+        if self._columns is not None:
+            return [self._columns[0][r] for r in rows], [self._columns[1][r] for r in rows]
+        assert self._arena is not None
+        array, lengths = self._arena.array, self._slot_lengths.tolist()
+        out: tuple[list[bytes], list[bytes]] = ([], [])
+        for side, slots in zip(out, self._slots, strict=True):
+            for slot in slots[list(rows)].tolist():
+                side.append(array[slot, : lengths[slot]].tobytes() if slot >= 0 else b"")
+        return out
 
     def columns(self) -> tuple[list[bytes], list[bytes]]:
         """The bytes per flow, client-to-server and server-to-client (the arena is emptied)."""

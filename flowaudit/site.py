@@ -1,0 +1,429 @@
+"""The site model: which host holds which ConfigMgr role, from ``site.yaml`` or from traffic.
+
+A site file names the roles by address or CIDR, the site's security mode, its alternate ports
+and options (ports page notes 2, 3 and 5)::
+
+    site: PS1
+    security: https-or-ehttp        # http | https-or-ehttp | https-only
+    roles:
+      site-server: [10.10.0.10]
+      client: [10.10.1.0/24]
+    ports: {http: 80, https: 443, client-notification: 10123, rpc-dynamic: 49152-65535}
+    options: {site-server-initiates: [10.10.0.13]}
+
+A host may hold several roles. A host outside every role is ``internet`` when its address is
+public, else it has no role (its flows are judged ``unknown``). Without a site file the roles
+are inferred from what the traffic shows (``infer_site``), each with its evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from flowaudit.errors import InputError
+from flowaudit.matrix import ROLES, check_wsus_ports
+from flowaudit.signatures import (
+    BY_PAYLOAD,
+    Classified,
+    PortSpec,
+    Signatures,
+    load_signatures,
+    parse_port_list,
+)
+from flowaudit.yamlfile import read_yaml
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SECURITY_MODES = ("http", "https-or-ehttp", "https-only")
+# HTTP client communication is deprecated since ConfigMgr 2103 (Enhanced HTTP page): a site
+# without a site file is held to HTTPS or Enhanced HTTP.
+DEFAULT_SECURITY = "https-or-ehttp"
+PORT_KEYS = (
+    "http",
+    "https",
+    "client-notification",
+    "sql",
+    "sql-service-broker",
+    "rpc-dynamic",
+    "wsus-http",
+    "wsus-https",
+    "wake-on-lan",
+    "wakeup-proxy",
+    "remote-control",
+)
+OPTION_KEYS = ("site-server-initiates",)
+SITE_KEYS = ("site", "security", "roles", "ports", "options")
+INTERNET = "internet"
+SOURCE_SITE = "site"
+SOURCE_INFERRED = "inferred"
+
+
+@dataclass
+class Site:
+    """Roles by address, security mode, alternate ports and options of one site."""
+
+    name: str | None = None
+    security: str = DEFAULT_SECURITY
+    roles: dict[str, list[Network]] = field(default_factory=dict)
+    ports: dict[str, tuple[PortSpec, ...]] = field(default_factory=dict)
+    site_server_initiates: list[Network] = field(default_factory=list)
+    source: str = SOURCE_SITE
+    path: str | None = None
+    sha256: str | None = None
+    # Inferred sites: roles by exact address, and the evidence for each (host, role).
+    exact_hosts: dict[str, set[str]] = field(default_factory=dict)
+    evidence: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _index: tuple[dict[tuple[int, int], set[str]], list[tuple[int, int, int, str]]] | None = field(
+        default=None, repr=False
+    )
+
+    def _lookup(self) -> tuple[dict[tuple[int, int], set[str]], list[tuple[int, int, int, str]]]:
+        """Single addresses by (version, int), and CIDRs as (version, low, high, role)."""
+        if self._index is None:
+            exact: dict[tuple[int, int], set[str]] = {}
+            ranges: list[tuple[int, int, int, str]] = []
+            for role, networks in self.roles.items():
+                for network in networks:
+                    low = int(network.network_address)
+                    if network.num_addresses == 1:
+                        exact.setdefault((network.version, low), set()).add(role)
+                    else:
+                        ranges.append((network.version, low, low + network.num_addresses - 1, role))
+            self._index = (exact, ranges)
+        return self._index
+
+    def roles_of(self, address: str) -> tuple[str, ...]:
+        """The roles a host holds, in the order of ``ROLES``; ``("internet",)`` if public."""
+        cached = self._cache.get(address)
+        if cached is not None:
+            return cached
+        held = set(self.exact_hosts.get(address, ()))
+        if self.roles:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                ip = None
+            if ip is not None:
+                exact, ranges = self._lookup()
+                number = int(ip)
+                held.update(exact.get((ip.version, number), ()))
+                held.update(
+                    role
+                    for version, low, high, role in ranges
+                    if version == ip.version and low <= number <= high
+                )
+        found = tuple(role for role in ROLES if role in held)
+        if not found and is_public(address):
+            found = (INTERNET,)
+        self._cache[address] = found
+        return found
+
+    def site_server_must_initiate(self, address: str) -> bool:
+        """Note 5: the site system at ``address`` must not start connections to the site server."""
+        if not self.site_server_initiates:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip.version == n.version and ip in n for n in self.site_server_initiates)
+
+    def hosts(self, addresses: Iterable[str]) -> list[dict[str, Any]]:
+        """The report's ``hosts``: every address seen that holds a role."""
+        out = []
+        for address in sorted(set(addresses), key=_address_key):
+            roles = self.roles_of(address)
+            if not roles:
+                continue
+            evidence = self.evidence.get(address, {})
+            out.append(
+                {
+                    "ip": address,
+                    "roles": list(roles),
+                    "source": self.source if roles != (INTERNET,) else "address",
+                    "evidence": [text for role in roles for text in evidence.get(role, [])],
+                }
+            )
+        return out
+
+
+_PRIVATE_V4 = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
+)
+_PRIVATE_V4_RANGES = tuple((int(n.network_address), int(n.broadcast_address)) for n in _PRIVATE_V4)
+
+
+@lru_cache(maxsize=262144)
+def is_public(address: str) -> bool:
+    """Whether an address is a unicast address on the internet (IANA special-purpose excluded).
+
+    IPv4 is checked against the special-purpose ranges of RFC 6890 (plus multicast and
+    reserved space) without building an ``ipaddress`` object: this runs once per host seen.
+    """
+    try:
+        number = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    except OSError:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return ip.is_global and not ip.is_multicast
+    return not any(low <= number <= high for low, high in _PRIVATE_V4_RANGES)
+
+
+def _address_key(address: str) -> tuple[int, int, str]:
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return (version, int.from_bytes(socket.inet_pton(family, address), "big"), address)
+        except OSError:
+            continue
+    return (9, 0, address)
+
+
+def _networks(doc: Any, value: Any, path: tuple[Any, ...]) -> list[Network]:
+    items = value if isinstance(value, list) else [value]
+    networks = []
+    for index, item in enumerate(items):
+        where = (*path, index) if isinstance(value, list) else path
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise doc.error(where, f"{item!r} is not an IP address or CIDR") from None
+    return networks
+
+
+def parse_site(text: str | bytes, name: str = "site.yaml") -> Site:
+    """A site from the text of a site file; a wrong key, role, address or port is one error."""
+    doc = read_yaml(text, name)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error((), "a site file is a mapping with the keys " + ", ".join(SITE_KEYS))
+    for key in data:
+        if key not in SITE_KEYS:
+            raise doc.error((key,), f"unknown key (expected one of {', '.join(SITE_KEYS)})")
+    site = Site(name=None if data.get("site") is None else str(data["site"]), path=name)
+    security = data.get("security", DEFAULT_SECURITY)
+    if security not in SECURITY_MODES:
+        raise doc.error(("security",), f"must be one of {', '.join(SECURITY_MODES)}")
+    site.security = security
+    roles = data.get("roles") or {}
+    if not isinstance(roles, dict):
+        raise doc.error(("roles",), "expected a mapping of role to addresses")
+    for role, value in roles.items():
+        if role not in ROLES or role == INTERNET:
+            raise doc.error(("roles", role), "unknown role (see `flowaudit matrix` for the roles)")
+        site.roles[role] = _networks(doc, value, ("roles", role))
+    ports = data.get("ports") or {}
+    if not isinstance(ports, dict):
+        raise doc.error(("ports",), "expected a mapping of service to port")
+    for key, value in ports.items():
+        if key not in PORT_KEYS:
+            raise doc.error(("ports", key), f"unknown port key (expected {', '.join(PORT_KEYS)})")
+        parsed = parse_port_list(value)
+        if parsed is None:
+            raise doc.error(("ports", key), f"{value!r} is not a port, list or range (lo-hi)")
+        site.ports[key] = parsed
+    wsus = check_wsus_ports(site.ports)
+    if wsus:
+        raise doc.error(("ports",), wsus)
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise doc.error(("options",), "expected a mapping")
+    for key, value in options.items():
+        if key not in OPTION_KEYS:
+            raise doc.error(("options", key), f"unknown option (expected {', '.join(OPTION_KEYS)})")
+        site.site_server_initiates = _networks(doc, value, ("options", key))
+    return site
+
+
+def load_site(path: str | Path) -> Site:
+    """Read a site file; a missing or unreadable file is one error."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the site file ({exc.strerror})") from None
+    site = parse_site(raw, str(path))
+    site.sha256 = hashlib.sha256(raw).hexdigest()
+    return site
+
+
+# --- inference from traffic ---------------------------------------------------------------
+
+# Services whose server (with payload evidence, or port for the unambiguous ones) holds a role.
+_SERVER_ROLE_BY_SERVICE = {
+    "client-notification": "management-point",
+    "sql": "sql-server",
+    "gc-ldap": "domain-controller",
+    "gc-ldaps": "domain-controller",
+    "kerberos": "domain-controller",
+    "ldap": "domain-controller",
+    "binl": "distribution-point",
+    "tftp": "distribution-point",
+    "remote-control": "client",
+}
+# Roles whose clients are ConfigMgr clients when they reach them over the client protocols.
+_CLIENT_FACING = (
+    "management-point",
+    "distribution-point",
+    "software-update-point",
+    "fallback-status-point",
+    "state-migration-point",
+)
+_CLIENT_SERVICES = ("http", "https", "client-notification")
+# Services whose flows may show a role (the others are skipped by the first pass).
+_TELLING_SERVICES = frozenset(
+    {*_SERVER_ROLE_BY_SERVICE, "multicast", "sql-service-broker", "pxe-dhcp", "http", "https"}
+)
+
+
+def infer_site(
+    columns: Mapping[str, Any],
+    classified: Classified,
+    signatures: Signatures | None = None,
+) -> Site:
+    """Roles inferred from the traffic, each with the flows that show it."""
+    signatures = signatures or load_signatures()
+    site = Site(source=SOURCE_INFERRED, security=DEFAULT_SECURITY)
+    held: dict[str, dict[str, list[str]]] = {}
+    ids = columns["id"].tolist()
+    client = columns["client"].tolist()
+    server = columns["server"].tolist()
+    server_port = columns["server_port"].tolist()
+
+    def grant(address: str, role: str, why: str) -> None:
+        reasons = held.setdefault(address, {}).setdefault(role, [])
+        if len(reasons) < 3 and why not in reasons:
+            reasons.append(why)
+
+    def group(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return ip.is_multicast or address.endswith(".255")
+
+    telling = _TELLING_SERVICES
+    rows = [
+        row
+        for row, (service, facts) in enumerate(
+            zip(classified.service, classified.facts, strict=True)
+        )
+        if service in telling or facts
+    ]
+    for row in rows:
+        service = classified.service[row]
+        evidence = classified.evidence[row]
+        facts = classified.facts[row]
+        flow = f"flow {ids[row]}"
+        if service == "multicast" and group(server[row]):
+            grant(
+                client[row],
+                "distribution-point",
+                f"sends to multicast {server[row]}:{server_port[row]} on 63000-64000 ({flow})",
+            )
+            continue
+        if service == "sql-service-broker":
+            for end in (client[row], server[row]):
+                grant(
+                    end,
+                    "sql-server",
+                    f"end of SQL Server Service Broker on {server_port[row]} ({flow})",
+                )
+            continue
+        if service == "pxe-dhcp" and (facts.get("dhcp") or {}).get("pxe"):
+            dhcp = facts["dhcp"]
+            if "OFFER" in (dhcp.get("message_types") or []) and not group(server[row]):
+                grant(server[row], "distribution-point", f"answers PXE DHCP ({flow})")
+            continue
+        http = facts.get("http")
+        if http:
+            endpoint = signatures.endpoint_for(http.get("path"))
+            if endpoint is not None and endpoint.role and endpoint.infer:
+                grant(
+                    server[row],
+                    endpoint.role,
+                    f"serves {http.get('method')} {endpoint.prefix} ({flow})",
+                )
+                if endpoint.role in _CLIENT_FACING:
+                    grant(
+                        client[row],
+                        "client",
+                        f"requests {endpoint.prefix} from a {endpoint.role} ({flow})",
+                    )
+            continue
+        role = _SERVER_ROLE_BY_SERVICE.get(service)
+        if role and (
+            evidence == BY_PAYLOAD or service in ("client-notification", "sql-service-broker")
+        ):
+            if service == "remote-control":
+                grant(client[row], "console", f"starts remote control to {server[row]} ({flow})")
+            grant(server[row], role, f"server of {service} on {server_port[row]} ({flow})")
+            if role == "management-point":
+                grant(client[row], "client", f"reaches a management point on {service} ({flow})")
+        elif service in ("http", "https") and server_port[row] in (8530, 8531):
+            grant(
+                server[row], "software-update-point", f"serves WSUS on {server_port[row]} ({flow})"
+            )
+
+    # Second pass: who talks to the roles found above.
+    for row in range(len(ids)):
+        if server[row] not in held:
+            continue
+        service = classified.service[row]
+        server_roles = held.get(server[row], {})
+        if service in _CLIENT_SERVICES and any(r in server_roles for r in _CLIENT_FACING):
+            if "client" not in held.get(client[row], {}) and not held.get(client[row]):
+                grant(
+                    client[row],
+                    "client",
+                    f"starts {service} to a site system ({'flow ' + str(ids[row])})",
+                )
+        elif (
+            service in ("smb", "rpc-epm", "rpc-dynamic")
+            and any(
+                r in server_roles
+                for r in (
+                    "management-point",
+                    "distribution-point",
+                    "software-update-point",
+                    "fallback-status-point",
+                )
+            )
+            and "client" not in held.get(client[row], {})
+        ):
+            grant(
+                client[row],
+                "site-server",
+                f"starts {service} to a site system ({'flow ' + str(ids[row])})",
+            )
+
+    site.exact_hosts = {address: set(roles) for address, roles in held.items()}
+    site.evidence = held
+    return site
+
+
+def roles_for(site: Site, addresses: Sequence[str]) -> list[tuple[str, ...]]:
+    return [site.roles_of(address) for address in addresses]

@@ -1,0 +1,105 @@
+"""The site model: site.yaml parsing (each error one line naming file, line and key) and roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowaudit.errors import InputError
+from flowaudit.site import INTERNET, load_site, parse_site
+
+EXAMPLE = """\
+site: PS1
+security: https-or-ehttp        # http | https-or-ehttp | https-only
+roles:
+  site-server: [10.10.0.10]
+  sql-server: [10.10.0.11, 10.20.0.11]
+  management-point: [10.10.0.12]
+  client: [10.10.1.0/24]
+ports: {http: 80, https: 443, client-notification: 10123, sql: 1433, rpc-dynamic: 49152-65535}
+options: {site-server-initiates: [10.10.0.13]}
+"""
+
+
+def test_the_issue_example_parses() -> None:
+    site = parse_site(EXAMPLE)
+    assert site.name == "PS1"
+    assert site.security == "https-or-ehttp"
+    assert site.roles_of("10.20.0.11") == ("sql-server",)
+    assert site.roles_of("10.10.1.77") == ("client",)
+    assert site.roles_of("10.10.2.1") == ()  # private, outside every role: unknown
+    assert site.roles_of("13.107.4.50") == (INTERNET,)  # public: the internet
+    assert site.ports["rpc-dynamic"] == ((49152, 65535),)
+    assert site.ports["http"] == (80,)
+    assert site.site_server_must_initiate("10.10.0.13")
+    assert not site.site_server_must_initiate("10.10.0.12")
+
+
+def test_a_host_may_hold_several_roles_in_matrix_order() -> None:
+    site = parse_site(
+        "roles:\n  sql-server: [10.0.0.1]\n  site-server: [10.0.0.0/30]\n  client: ['fd00::/64']\n"
+    )
+    assert site.roles_of("10.0.0.1") == ("site-server", "sql-server")
+    assert site.roles_of("fd00::5") == ("client",)
+    assert site.roles_of("10.0.0.2") == ("site-server",)
+
+
+def test_security_defaults_to_https_or_ehttp() -> None:
+    assert parse_site("roles: {client: [10.0.0.0/8]}\n").security == "https-or-ehttp"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sites: PS1\n", "site.yaml:1: sites: unknown key"),
+        ("security: sometimes\n", "site.yaml:1: security: must be one of http, https-or-ehttp"),
+        ("roles:\n  site-servers: [10.0.0.1]\n", "site.yaml:2: roles.site-servers: unknown role"),
+        (
+            "roles:\n  client:\n    - 10.0.0.0/24\n    - 10.0.300.0/24\n",
+            "site.yaml:4: roles.client.1: '10.0.300.0/24' is not an IP address or CIDR",
+        ),
+        ("roles:\n  client: 10.0.0.0/33\n", "site.yaml:2: roles.client: '10.0.0.0/33' is not"),
+        ("ports:\n  htp: 80\n", "site.yaml:2: ports.htp: unknown port key"),
+        ("ports:\n  http: 70000\n", "site.yaml:2: ports.http: 70000 is not a port"),
+        ("ports:\n  rpc-dynamic: 6000-5000\n", "site.yaml:2: ports.rpc-dynamic: '6000-5000'"),
+        ("options:\n  site-server-initiate: []\n", "site.yaml:2: options.site-server-initiate"),
+        (
+            "ports: {wsus-http: 8530, wsus-https: 443}\n",
+            "wsus-https must be 8531 when wsus-http is 8530 (ports page, note 3)",
+        ),
+        ("roles: [client]\n", "site.yaml:1: roles: expected a mapping"),
+        ("- just\n- a list\n", "site.yaml:1: a site file is a mapping"),
+        ("roles: {client: [10.0.0.1}\n", "site.yaml:1: not valid YAML"),
+        (
+            "roles:\n  client: [10.0.0.1]\n  client: [10.0.0.2]\n",
+            "site.yaml:3: client: given twice",
+        ),
+    ],
+)
+def test_errors_name_file_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_site(text)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_site_reads_and_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(EXAMPLE)
+    site = load_site(path)
+    assert site.path == str(path)
+    assert site.sha256 is not None and len(site.sha256) == 64
+
+
+def test_missing_site_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read the site file"):
+        load_site(tmp_path / "nope.yaml")
+
+
+def test_hosts_lists_only_hosts_with_roles() -> None:
+    site = parse_site(EXAMPLE)
+    hosts = site.hosts(["10.10.0.10", "10.10.2.1", "13.107.4.50", "10.10.0.10"])
+    assert [h["ip"] for h in hosts] == ["10.10.0.10", "13.107.4.50"]
+    assert hosts[0]["roles"] == ["site-server"] and hosts[0]["source"] == "site"
+    assert hosts[1]["roles"] == [INTERNET] and hosts[1]["source"] == "address"
