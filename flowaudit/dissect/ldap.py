@@ -18,7 +18,7 @@ TRANSPORTS = ("tcp", "udp")
 _MAX_MESSAGES = 64
 _MAX_OPERATIONS = 16
 _MAX_TEXT = 256
-_STARTTLS_OID = "1.3.6.1.4.1.1466.20037"  # RFC 4511 4.14.1
+STARTTLS_OID = "1.3.6.1.4.1.1466.20037"  # RFC 4511 4.14.1
 
 # RFC 4511 4.2-4.14 and appendix B: protocolOp [APPLICATION n] choices.
 OPERATIONS = {
@@ -128,9 +128,11 @@ def text(data: bytes, element: Element) -> str:
 
 
 class _Message(NamedTuple):
+    """One LDAPMessage: its protocolOp number, the bytes it sits in and the protocolOp element."""
+
     operation: int
     data: bytes
-    op: Element
+    protocol_op: Element
 
 
 def _message_at(data: bytes, offset: int) -> tuple[_Message, int] | None:
@@ -145,13 +147,13 @@ def _message_at(data: bytes, offset: int) -> tuple[_Message, int] | None:
         or not 1 <= message_id.end - message_id.start <= 4
     ):
         return None
-    op = read_element(data, message_id.end, envelope.end)
-    if op is None or op.tag & _CLASS_MASK != _APPLICATION:
+    protocol_op = read_element(data, message_id.end, envelope.end)
+    if protocol_op is None or protocol_op.tag & _CLASS_MASK != _APPLICATION:
         return None
-    number = op.tag & 0x1F
+    number = protocol_op.tag & 0x1F
     if number not in OPERATIONS:
         return None
-    return _Message(number, data, op), envelope.end
+    return _Message(number, data, protocol_op), envelope.end
 
 
 def _unwrap_sasl(buffer: bytes) -> bytes | None:
@@ -199,7 +201,7 @@ def messages(stream: bytes) -> list[_Message]:
 
 
 def _fields(message: _Message) -> list[Element]:
-    return children(message.data, message.op)
+    return children(message.data, message.protocol_op)
 
 
 def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
@@ -253,4 +255,4 @@ def _read_request(message: _Message, facts: dict[str, Any]) -> None:
             facts["base_dn"] = text(data, fields[0])
     elif message.operation == _EXTENDED_REQUEST and fields and fields[0].tag == _CONTEXT:
         # RFC 4511 4.12: requestName [0] LDAPOID.
-        facts["starttls"] = facts["starttls"] or text(data, fields[0]) == _STARTTLS_OID
+        facts["starttls"] = facts["starttls"] or text(data, fields[0]) == STARTTLS_OID

@@ -17,7 +17,7 @@ SMB1_MAGIC = b"\xffSMB"
 SMB2_MAGIC = b"\xfeSMB"
 TRANSFORM_MAGIC = b"\xfdSMB"  # [MS-SMB2] 2.2.41 SMB2 TRANSFORM_HEADER: the message is encrypted
 COMPRESSION_MAGIC = b"\xfcSMB"  # [MS-SMB2] 2.2.42 SMB2 COMPRESSION_TRANSFORM_HEADER
-_MAGICS = (SMB1_MAGIC, SMB2_MAGIC, TRANSFORM_MAGIC, COMPRESSION_MAGIC)
+MAGICS = (SMB1_MAGIC, SMB2_MAGIC, TRANSFORM_MAGIC, COMPRESSION_MAGIC)
 
 # RFC 1002 4.3.1: session packet types; 0x00 SESSION MESSAGE carries SMB, the others are the
 # NetBIOS session setup (REQUEST 0x81, POSITIVE 0x82 / NEGATIVE 0x83 RESPONSE, RETARGET 0x84)
@@ -99,7 +99,7 @@ def session_messages(stream: bytes) -> list[bytes]:
         length = int.from_bytes(stream[offset + 1 : offset + 4], "big")
         if kind == _SESSION_MESSAGE:
             body = stream[offset + 4 : offset + 4 + length]
-            if length < 4 or body[:4] not in _MAGICS:
+            if length < 4 or body[:4] not in MAGICS:
                 break
             messages.append(body)
         elif kind != _KEEP_ALIVE and (kind not in _SESSION_SETUP or messages):
