@@ -37,7 +37,10 @@ def tcp_session(
     packets: list[Any] = []
     t = start
     seq = {"c": 1000, "s": 5000}
-    ends = {"c": (client, server, client_port, server_port), "s": (server, client, server_port, client_port)}
+    ends = {
+        "c": (client, server, client_port, server_port),
+        "s": (server, client, server_port, client_port),
+    }
 
     def send(side: str, flags: str, data: bytes = b"") -> None:
         nonlocal t

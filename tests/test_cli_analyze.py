@@ -113,7 +113,7 @@ def test_json_report_contract(site_dir: Path) -> None:
     assert report["site"]["source"] == "site" and not report["site"]["roles_inferred"]
     flows = {flow["server_port"]: flow for flow in report["flows"]}
     for flow in flows.values():
-        assert REPORT_FLOW_FIELDS <= set(flow)
+        assert set(flow) >= REPORT_FLOW_FIELDS
     assert (flows[443]["verdict"], flows[443]["service"]) == ("expected", "https")
     assert flows[443]["matrix_rule"] == "client-to-management-point-https"
     assert (flows[80]["service"], flows[80]["plaintext"]) == ("http", True)
@@ -121,7 +121,7 @@ def test_json_report_contract(site_dir: Path) -> None:
     rules = {finding["rule"]: finding for finding in report["findings"]}
     assert {"plaintext-http", "sdk-user-agent", "wrong-direction"} <= set(rules)
     for finding in report["findings"]:
-        assert FINDING_FIELDS <= set(finding)
+        assert set(finding) >= FINDING_FIELDS
     assert rules["wrong-direction"]["flow_ids"] == [flows[445]["id"]]
     assert rules["plaintext-http"]["severity"] == "high"
     assert "carries policy" in rules["plaintext-http"]["detail"]
@@ -184,7 +184,10 @@ def test_exit_code_follows_fail_on(site_dir: Path, fail_on: str, code: int) -> N
     ("site_text", "message"),
     [
         ("roles:\n  clients: [10.0.0.0/8]\n", "site.yaml:2: roles.clients: unknown role"),
-        ("roles:\n  client: [10.0.0.0/40]\n", "site.yaml:2: roles.client.0: '10.0.0.0/40' is not an IP address or CIDR"),
+        (
+            "roles:\n  client: [10.0.0.0/40]\n",
+            "site.yaml:2: roles.client.0: '10.0.0.0/40' is not an IP address or CIDR",
+        ),
     ],
 )
 def test_bad_site_file_is_one_line_exit_2(site_dir: Path, site_text: str, message: str) -> None:

@@ -149,7 +149,8 @@ def test_signature_tables_load_and_are_hashed() -> None:
         ),
         (
             _load_services,
-            "version: 1\nservices:\n  smb: {title: SMB, plaintext: no, ports: {tcp: [70000]}}\npayload: []\n",
+            "version: 1\nservices:\n"
+            "  smb: {title: SMB, plaintext: no, ports: {tcp: [70000]}}\npayload: []\n",
             "t.yaml:3: services.smb.ports.tcp: [70000] is not a port list",
         ),
         (
@@ -159,12 +160,15 @@ def test_signature_tables_load_and_are_hashed() -> None:
         ),
         (
             _load_endpoints,
-            "version: 1\nendpoints:\n  - {name: a, prefix: /a, role: boss, carries: policy, ehttp: true, title: t}\nuser_agents: []\n",
+            "version: 1\nendpoints:\n"
+            "  - {name: a, prefix: /a, role: boss, carries: policy, ehttp: true, title: t}\n"
+            "user_agents: []\n",
             "t.yaml:3: endpoints.0.role: unknown role 'boss'",
         ),
         (
             _load_findings,
-            "version: 1\nrules:\n  smb1: {severity: awful, title: t, reference: r}\nplaintext_severity: {}\n",
+            "version: 1\nrules:\n  smb1: {severity: awful, title: t, reference: r}\n"
+            "plaintext_severity: {}\n",
             "t.yaml:3: rules.smb1.severity: must be one of",
         ),
     ],

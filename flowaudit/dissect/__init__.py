@@ -57,7 +57,7 @@ FIRST_BYTES: dict[str, frozenset[int] | None] = {
     # [MS-TDS] 2.2.3.1.1 packet types; 0x16 a TLS handshake (TDS 8 strict)
     "tds": frozenset({0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x16}),
     "rdp": frozenset({0x03}),  # RFC 1006 TPKT version 3
-    "tls": frozenset({0x16}),  # RFC 8446 5.1: handshake record
+    "tls": frozenset({0x14, 0x15, 0x16, 0x17}),  # RFC 8446 5.1: record content types 20-23
     "http": frozenset(_TOKEN) | {0x0D},  # RFC 9110 token (method) or "HTTP/"; a stray CRLF
     "ldap": frozenset({0x30}),  # RFC 4511 LDAPMessage SEQUENCE
     # RFC 4120: an APPLICATION tag (UDP) or a 4-byte length below 2**31 (TCP, 7.2.2)

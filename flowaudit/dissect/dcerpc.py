@@ -362,7 +362,12 @@ def _announced(server_pdus: list[_Pdu], client: _ClientSide) -> list[dict[str, A
 
 
 def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
-    """Facts of a DCE/RPC connection, or ``None`` when neither direction starts with a PDU."""
+    """Facts of a DCE/RPC connection, or ``None`` when neither direction starts with a PDU.
+
+    ``announced`` lists ``{"host", "port", "by"}``: "epm" for a tower (host None when the
+    tower's address is 0.0.0.0 or missing, meaning the server that answered), "dcom" for a
+    string binding (host as written: a name or an address).
+    """
     if c2s[:1] != b"\x05" and s2c[:1] != b"\x05":
         return None
     client_pdus, server_pdus = pdus(c2s), pdus(s2c)

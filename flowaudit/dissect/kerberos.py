@@ -167,7 +167,13 @@ def messages(stream: bytes) -> list[_Message]:
 
 
 def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
-    """Facts of a Kerberos exchange, or ``None`` when neither direction starts with one."""
+    """Facts of a Kerberos exchange, or ``None`` when neither direction starts with one.
+
+    ``msg_type`` is the client's first message (the server's when the window holds none of the
+    client's: a capture that began mid-message), ``reply`` the server's first; ``realm``,
+    ``sname`` and ``cname`` come from the request body (RFC 4120 5.4.1) or, where it has none,
+    from the reply; ``error_code`` from a KRB-ERROR (RFC 4120 7.5.9).
+    """
     requests, replies = messages(c2s), messages(s2c)
     if not requests and not replies:
         return None

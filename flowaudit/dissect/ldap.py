@@ -205,7 +205,12 @@ def _fields(message: _Message) -> list[Element]:
 
 
 def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
-    """Facts of an LDAP/CLDAP exchange, or ``None`` when neither direction starts with one."""
+    """Facts of an LDAP/CLDAP exchange, or ``None`` when neither direction starts with one.
+
+    ``operation`` is the client's first protocolOp (the server's if the client sent none in
+    the window), ``operations`` every one seen in either direction; bind, search base and
+    StartTLS come from the client's requests, ``result_code`` from the first LDAPResult.
+    """
     if c2s[:1] != b"\x30" and s2c[:1] != b"\x30":
         return None
     requests, responses = messages(c2s), messages(s2c)

@@ -309,7 +309,13 @@ class _Facts:
 
 
 def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
-    """Facts of an SMB connection, or ``None`` when neither direction starts as SMB."""
+    """Facts of an SMB connection, or ``None`` when neither direction starts as SMB.
+
+    ``dialect`` and ``signing_*`` are the server's NEGOTIATE answer (the last one, after a
+    wildcard answer to an SMB1 multi-protocol NEGOTIATE), ``dialects_offered`` what the client
+    offered (SMB1 dialect strings, then SMB2 revisions), ``client_signing_required`` whether
+    its NEGOTIATE or SESSION_SETUP request requires signing.
+    """
     client_messages = session_messages(c2s)
     server_messages = session_messages(s2c)
     if not client_messages and not server_messages:

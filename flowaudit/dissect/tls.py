@@ -442,14 +442,44 @@ def empty_facts() -> Facts:
         "cert_subject": None,
         "cert_issuer": None,
         "cipher_suite": None,
+        "handshake_seen": True,
     }
 
 
+# RFC 8446 5.1 / RFC 5246 6.2.1 content types: change_cipher_spec, alert, handshake, app data.
+_RECORD_TYPES = frozenset({20, 21, 22, 23})
+
+
+def _record_chain(data: bytes) -> bool:
+    """Whether ``data`` opens with TLS records back to back (a flow caught after its handshake).
+
+    Every record header within the bytes must be well formed (type 20-23, version 3.0-3.4,
+    length up to 2**14 + 2048, RFC 5246 6.2.3) and at least one whole record must be there,
+    so that a lone byte pattern is not taken for TLS.
+    """
+    offset = whole = 0
+    while offset + RECORD_HEADER <= len(data):
+        if data[offset] not in _RECORD_TYPES or data[offset + 1] != 3 or data[offset + 2] > 4:
+            return False
+        length = int.from_bytes(data[offset + 3 : offset + 5], "big")
+        if not 0 < length <= MAX_RECORD_LENGTH:
+            return False
+        offset += RECORD_HEADER + length
+        whole += offset <= len(data)
+    return whole > 0 and offset >= len(data)
+
+
 def parse(c2s: bytes, s2c: bytes) -> Facts | None:
-    """Handshake facts when either direction opens with a TLS handshake record, else None."""
+    """Handshake facts when either direction opens with a TLS handshake record, else None.
+
+    A flow whose handshake was not captured (the capture began later) but whose bytes are TLS
+    records back to back is TLS too, with ``handshake_seen`` false and no version.
+    """
     client_opens = starts_with_handshake(c2s)
     server_opens = starts_with_handshake(s2c)
     if not (client_opens or server_opens):
+        if (c2s or s2c) and all(_record_chain(d) for d in (c2s, s2c) if d):
+            return dict(empty_facts(), handshake_seen=False)
         return None
     facts = empty_facts()
     # Read by message type, not by direction: a flow whose start was not captured may have its

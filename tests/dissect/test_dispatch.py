@@ -1,4 +1,4 @@
-"""The first-byte dispatch of ``flowaudit.dissect``: it only ever skips parsers that would say no."""
+"""The first-byte dispatch of ``flowaudit.dissect`` only skips parsers that would say no."""
 
 from __future__ import annotations
 
