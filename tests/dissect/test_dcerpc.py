@@ -250,7 +250,9 @@ def test_fragments_of_one_response_are_joined() -> None:
         ),
         pytest.param(b"\x04\x00\x0b\x03\x10\x00\x00\x00\x48\x00\x00\x00" + bytes(60), b"", id="v4"),
         pytest.param(b"\x00\x00\x00\x45\xffSMBr" + bytes(64), b"", id="smb"),
-        pytest.param(b"junk" + pb.bind(1, [DRSUAPI]), b"junk" + pb.bind_ack(1, "1"), id="no-anchor"),
+        pytest.param(
+            b"junk" + pb.bind(1, [DRSUAPI]), b"junk" + pb.bind_ack(1, "1"), id="no-anchor"
+        ),
     ],
 )
 def test_other_bytes_are_not_dcerpc(c2s: bytes, s2c: bytes) -> None:
@@ -266,6 +268,7 @@ def test_string_bindings_without_a_valid_port_are_not_announcements(text: str) -
     assert dcerpc.dcom_string_bindings(stub) == []
 
 
+@pytest.mark.tshark
 def test_interface_names_match_tshark(tmp_path: Path, tshark: str) -> None:
     """Every UUID of the table, bound in a capture: tshark's name for it is the same interface.
 

@@ -50,6 +50,14 @@ GC_SEARCH = [
     ("c", pb.unbind_request(3)),
 ]
 
+SASL_WRAPPED = [
+    ("c", pb.sasl_bind_request(1, "GSS-SPNEGO", b"\x60\x03\x06\x01\x00")),
+    ("s", pb.bind_response(1)),
+    ("c", pb.sasl_buffer(pb.krb5_wrap_clear(pb.search_request(2, BASE), rotation=12))),
+    ("c", pb.sasl_buffer(b"\x05\x04\x06\xff" + bytes(60))),  # sealed: skipped
+    ("c", pb.sasl_buffer(pb.krb5_wrap_clear(pb.unbind_request(4), sequence_number=2))),
+]
+
 CASES = [
     pytest.param(
         GC_SEARCH,
@@ -86,13 +94,7 @@ CASES = [
         id="invalid-credentials",
     ),
     pytest.param(
-        [
-            ("c", pb.sasl_bind_request(1, "GSS-SPNEGO", b"\x60\x03\x06\x01\x00")),
-            ("s", pb.bind_response(1)),
-            ("c", pb.sasl_buffer(pb.krb5_wrap_clear(pb.search_request(2, BASE), rotation=12))),
-            ("c", pb.sasl_buffer(b"\x05\x04\x06\xff" + bytes(60))),  # sealed: skipped
-            ("c", pb.sasl_buffer(pb.krb5_wrap_clear(pb.unbind_request(4), sequence_number=2))),
-        ],
+        SASL_WRAPPED,
         {
             "bind_auth": "sasl",
             "sasl_mechanism": "GSS-SPNEGO",
@@ -222,7 +224,7 @@ def _checked(c2s: bytes, s2c: bytes) -> None:
 
 
 def test_never_raises_on_truncated_mutated_or_random_bytes() -> None:
-    exchange = [*GC_SEARCH, *CASES[3].values[0], ("c", pb.extended_request(9, pb.STARTTLS_OID))]
+    exchange = [*GC_SEARCH, *SASL_WRAPPED, ("c", pb.extended_request(9, pb.STARTTLS_OID))]
     c2s, s2c = directions(exchange)
     for cut in range(len(c2s) + 1):
         _checked(c2s[:cut], s2c)
@@ -314,11 +316,11 @@ def _add_frame(view: dict[str, Any], row: dict[str, list[str]], from_client: boo
             view["operation"] = ldap.OPERATIONS[operations[0]]
         if 0 in operations and view["bind_auth"] is None and row.get("ldap.authentication"):
             view["bind_auth"] = {"0": "simple", "3": "sasl"}[row["ldap.authentication"][0]]
-            view["sasl_mechanism"] = (row.get("ldap.mechanism") or [None])[0]
+            view["sasl_mechanism"] = next(iter(row.get("ldap.mechanism", [])), None)
             view["simple_bind_with_password"] = bool(row.get("ldap.simple"))
         if 3 in operations and view["base_dn"] is None:
             view["base_dn"] = (row.get("ldap.baseObject") or [""])[0]
-        view["starttls"] |= ldap._STARTTLS_OID in row.get("ldap.requestName", [])
+        view["starttls"] |= ldap.STARTTLS_OID in row.get("ldap.requestName", [])
         return
     if view["server_operation"] is None and operations:
         view["server_operation"] = ldap.OPERATIONS[operations[0]]
@@ -365,11 +367,14 @@ def test_corpus_ldap_streams_agree_with_tshark(corpus: Path, tshark: str) -> Non
     streams = agreed_whole = agreed_window = equal_window = 0
     disagreements: list[str] = []
     for capture in captures:
-        whole = {
+        whole: dict[str, dict[Any, StreamPayload]] = {
             "tcp": wide_payloads(tshark, capture),
             "udp": _udp_payloads(capture, MAX_PAYLOAD_BYTES),
         }
-        window = {"tcp": stream_payloads(tshark, capture), "udp": _udp_payloads(capture, 2048)}
+        window: dict[str, dict[Any, StreamPayload]] = {
+            "tcp": stream_payloads(tshark, capture),
+            "udp": _udp_payloads(capture, 2048),
+        }
         for key, theirs in _views(tshark, capture, whole).items():
             streams += 1
             flow, cut_flow = whole[key[0]][key[1]], window[key[0]][key[1]]

@@ -367,7 +367,7 @@ def test_never_raises_on_truncated_mutated_or_random_bytes() -> None:
         _checked(bytes(mutated), s2c[: rng.randrange(len(s2c) + 1)])
     for _ in range(3000):
         noise = rng.randbytes(rng.randrange(0, 400))
-        framed = b"\x00" + len(noise).to_bytes(3, "big") + rng.choice(smb._MAGICS) + noise
+        framed = b"\x00" + len(noise).to_bytes(3, "big") + rng.choice(smb.MAGICS) + noise
         _checked(noise, framed)
         _checked(framed, noise)
 
