@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scapy.all import IP, TCP, UDP, Ether, wrpcap  # type: ignore[import-untyped]
+from scapy.layers.inet import IP, TCP, UDP  # type: ignore[import-untyped]
+from scapy.layers.l2 import Ether  # type: ignore[import-untyped]
+from scapy.utils import wrpcap  # type: ignore[import-untyped]
 
 from flowaudit.config import FlowConfig
 from flowaudit.flows import FlowTable, build_flow_table

@@ -1,8 +1,8 @@
 """Payload dissectors: the first payload bytes of each flow direction in, protocol facts out.
 
 Each module here reads one protocol from the bytes the flow table keeps (the first
-``FlowConfig.payload_bytes`` of each direction, in TCP sequence order; for UDP the datagrams of
-that direction one after the other). A module exposes
+``FlowConfig.payload_bytes`` of each direction, in TCP sequence order; for UDP the first
+datagram of that direction that carries data). A module exposes
 
 * ``PROTOCOL``: the name of the protocol it recognises (``"tls"``, ``"http"``, ...);
 * ``TRANSPORTS``: the transports it is tried on (``("tcp",)``, ``("udp",)`` or both);

@@ -9,11 +9,12 @@ UDP 4011 -- the port is told apart elsewhere. DHCPv6 (RFC 8415 8, 9, 21): a mess
 transaction id (or, for relay messages, hop count and two addresses) and 16-bit options (1/2
 client/server DUID, 16 vendor class, RFC 5970 59 boot-file-url, 61 client architecture).
 
-The flow table keeps a direction's datagrams one after the other, so messages are found again
-in the stream: a DHCPv4 message ends with its End option (then zero padding) and the next one is
-where its magic cookie sits 236 octets after an op code; DHCPv6 messages carry no length, but
-every assigned option code is below 256 while a message header read as an option code is
-``type << 8 | ...`` -- an option code of 256 or more begins the next message.
+A direction's bytes may hold several datagrams one after the other (``flowaudit.dissect``), so
+messages are found again in the stream: a DHCPv4 message ends with its End option (then zero
+padding) and the next one is where a magic cookie sits 236 octets after an op code; DHCPv6
+messages carry no length, but every assigned option code is below 256 while a message header
+read as an option code is ``type << 8 | ...`` -- an option code of 256 or more begins the next
+message.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TRANSPORTS = ("udp",)
 Facts = dict[str, Any]
 
 MAX_TEXT = 256
-MAX_MESSAGES = 64  # a 2048-octet window holds at most 8 DHCPv4 messages, 512 minimal DHCPv6
+MAX_MESSAGES = 64  # a bound on the walk: 2048 octets hold at most 8 DHCPv4 messages
 
 # --- DHCPv4 (RFC 2131 2 figure 1) ---
 BOOTREQUEST, BOOTREPLY = 1, 2

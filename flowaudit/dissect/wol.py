@@ -57,8 +57,11 @@ def _find(data: bytes) -> tuple[int, bytes] | None:
 
 
 def _has_password(rest: bytes) -> bool:
-    """Whether a SecureOn password follows: the bytes after the packet are 4 or 6 octets, or
-    4 or 6 octets then the next datagram's magic packet (datagrams are kept back to back)."""
+    """Whether a SecureOn password follows the packet whose trailing bytes are ``rest``.
+
+    Yes when ``rest`` is 4 or 6 octets, or 4 or 6 octets and then the next datagram's magic
+    packet (a direction may hold datagrams back to back); other trailing bytes tell nothing.
+    """
     if len(rest) in PASSWORD_LENGTHS:
         return True
     if rest.startswith(SYNC_STREAM) and _magic_packet_at(rest, 0) is not None:

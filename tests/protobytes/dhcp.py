@@ -273,7 +273,7 @@ def binl_request(client_mac: str, xid: int, *, client: str, arch: int = ARCH_EFI
         client_mac,
         [
             *_pxe_client_options(arch, PXE_VENDOR_CLASS),
-            # PXE_BOOT_ITEM (71): type 0x8000 (vendor), layer 0, inside option 43 (PXE 2.1 table 2-1).
+            # PXE_BOOT_ITEM (71) in option 43: type 0x8000 (vendor), layer 0 (PXE 2.1 table 2-1).
             (OPTION_VENDOR_SPECIFIC, bytes([71, 4, 0x80, 0x00, 0x00, 0x00, OPTION_END])),
         ],
         ciaddr=client,
