@@ -109,7 +109,7 @@ class AuditResult:
     captures: list[CaptureInfo]
     site: Site
     rules: list[Rule]
-    hosts: list[dict[str, Any]]
+    addresses: set[str]  # every address seen in a TCP/UDP flow
     flow_columns: dict[str, list[Any]]  # FLOW_FIELDS -> one value per TCP/UDP flow
     findings: list[Finding]
     signatures_sha256: dict[str, str]
@@ -120,13 +120,19 @@ class AuditResult:
     command: list[str] = field(default_factory=list)
 
     @cached_property
+    def hosts(self) -> list[dict[str, Any]]:
+        """The report's ``hosts``: every address seen that holds a role, with its evidence."""
+        return self.site.hosts(self.addresses)
+
+    @cached_property
     def flows(self) -> list[dict[str, Any]]:
         """The flows as the report's records (made on first use: the audit keeps columns)."""
-        names = list(self.flow_columns)
-        return [
-            dict(zip(names, row, strict=True))
-            for row in zip(*self.flow_columns.values(), strict=True)
-        ]
+        columns = dict(self.flow_columns)
+        for name in ("first_seen", "last_seen"):
+            columns[name] = _iso(np.asarray(columns[name]))
+        names = list(columns)
+        rows = zip(*columns.values(), strict=True)
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def summary(self) -> dict[str, Any]:
         by_severity = Counter(f.severity for f in self.findings)
@@ -153,6 +159,9 @@ def is_group(address: str) -> bool:
         return address.lower().startswith("ff")  # RFC 4291 2.7: ff00::/8
     first = address.partition(".")[0]
     return (first.isdigit() and 224 <= int(first) <= 239) or address.endswith(".255")
+
+
+JudgeKey = tuple[str, str, int, bool, tuple[str, ...], tuple[str, ...], bool, bool]
 
 
 @dataclass(frozen=True)
@@ -196,11 +205,10 @@ class Judge:
         # Cloud services are public hosts a site file rarely names: any internet host may be one.
         return role in CLOUD_ROLES and INTERNET in roles
 
-    def _in_force(self, rule: Rule, client: str) -> bool:
+    @staticmethod
+    def _in_force(rule: Rule, note5: bool) -> bool:
         # Note 5: "Require the site server to initiate connections to this site system".
-        return not (
-            site_system_to_site_server(rule) and self.site.site_server_must_initiate(client)
-        )
+        return not (note5 and site_system_to_site_server(rule))
 
     def judge(
         self,
@@ -236,10 +244,14 @@ class Judge:
     ) -> _Judgement:
         """As ``judge``, with the roles of both ends (and whether the server is a group) given."""
         note5 = self.site.site_server_must_initiate(client) if self.note5 else False
-        key = (proto, service, port, croles, sroles, group, tftp_answer, note5)
+        return self.judge_key((proto, service, port, note5, croles, sroles, group, tftp_answer))
+
+    def judge_key(self, key: JudgeKey) -> _Judgement:
+        """The judgement of one (proto, service, port, note5, client roles, server roles,
+        group, tftp answer): what decides a verdict, so that equal keys are judged once."""
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._judge(proto, service, port, client, croles, sroles, group, tftp_answer)
+            cached = self._judge(*key)
             self._cache[key] = cached
         return cached
 
@@ -248,7 +260,7 @@ class Judge:
         proto: str,
         service: str,
         port: int,
-        client: str,
+        note5: bool,
         croles: tuple[str, ...],
         sroles: tuple[str, ...],
         group: bool,
@@ -256,7 +268,7 @@ class Judge:
     ) -> _Judgement:
         candidates = self.by_service.get((proto, service), [])
         for rule in candidates:
-            if not self._in_force(rule, client):
+            if not self._in_force(rule, note5):
                 continue
             if tftp_answer:
                 # Note 4: the TFTP daemon answers from a dynamic port; the answer flow runs from
@@ -311,7 +323,7 @@ class Judge:
             # A site system to site server rule of a note-5 pair that the site file withdrew.
             for rule in candidates:
                 if (
-                    not self._in_force(rule, client)
+                    not self._in_force(rule, note5)
                     and rule.allows_port(port)
                     and self._holds(rule.client_role, croles)
                     and self._holds(rule.server_role, sroles)
@@ -330,6 +342,25 @@ class Judge:
                         UNEXPECTED, None, first_client, first_server, "non-standard-port"
                     )
         return _Judgement(UNEXPECTED, None, first_client, first_server, "unexpected-flow")
+
+
+class _Row(Mapping[str, Any]):
+    """One flow of the audit's columns, read field by field (no dict is built per flow)."""
+
+    __slots__ = ("columns", "index")
+
+    def __init__(self, columns: dict[str, list[Any]], index: int) -> None:
+        self.columns = columns
+        self.index = index
+
+    def __getitem__(self, name: str) -> Any:
+        return self.columns[name][self.index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
 
 
 class _Where:
@@ -373,7 +404,9 @@ class _Findings:
         matrix_rule: str | None = None,
         reference: str | None = None,
     ) -> None:
-        group_key = (rule_id, severity, client_role, server_role, service, server_port, *key)
+        # Flows of no known service group by role pair alone, not one finding per port.
+        port_key = server_port if service != "unknown" else None
+        group_key = (rule_id, severity, client_role, server_role, service, port_key, *key)
         finding = self.groups.get(group_key)
         if finding is None:
             spec = self.signatures.findings[rule_id]
@@ -427,6 +460,9 @@ def _no_cycle_collection() -> Iterator[None]:
     try:
         yield
     finally:
+        # What the audit made lives as long as its result: move it out of the collector's
+        # young generations, or the first collection after this would walk it all.
+        gc.freeze()
         if enabled:
             gc.enable()
 
@@ -449,12 +485,12 @@ def audit(
         in_force = list(rules) if rules is not None else rules_in_force(load_rules(), site.ports)
         judge = Judge(in_force, site)
         flows, findings, other = _judge_flows(table, classified, site, judge, signatures)
-    addresses = [*columns["client"].tolist(), *columns["server"].tolist()]
+        addresses = {*flows["client"], *flows["server"]}
     return AuditResult(
         captures=list(table.captures),
         site=site,
         rules=in_force,
-        hosts=site.hosts(addresses),
+        addresses=addresses,
         flow_columns=flows,
         findings=findings.finished(),
         signatures_sha256=tables_sha256(),
@@ -522,48 +558,52 @@ def _judge_flows(
     out: dict[str, list[Any]] = {
         name: take(columns[source].tolist()) for name, source in _TABLE_COLUMNS.items()
     }
-    out["first_seen"] = take(_iso(columns["first_seen"]))
-    out["last_seen"] = take(_iso(columns["last_seen"]))
+    # Times stay datetime64 until a report asks for the flows (AuditResult.flows).
+    for name in ("first_seen", "last_seen"):
+        out[name] = columns[name] if every else columns[name][keep]
     for name in ("service", "evidence", "protocol", "plaintext", "facts"):
         out[name] = take(getattr(classified, name))
     start_seen = take(columns["start_seen"].tolist())
-    ids, client, server = out["id"], out["client"], out["server"]
+    client, server = out["client"], out["server"]
     service, evidence, facts_column = out["service"], out["evidence"], out["facts"]
     server_port = out["server_port"]
     row_of_id = columns["id"].tolist()
     roles = {address: site.roles_of(address) for address in {*client, *server}}
     groups = {address: is_group(address) for address in set(server)}
-    judgements = []
-    client_roles, server_roles = [], []
-    for k in range(len(ids)):
-        group = groups[server[k]]
-        croles = roles[client[k]]
-        sroles = () if group else roles[server[k]]
-        client_roles.append(croles)
-        server_roles.append(sroles)
-        tftp_answer = evidence[k] == BY_TFTP_REQUEST
-        judgements.append(
-            judge.judge_roles(
-                out["proto"][k],
-                service[k],
-                server_port[k],
-                client[k],
-                croles,
-                sroles,
-                group,
-                tftp_answer,
-            )
+    note5 = {
+        address: judge.note5 and site.site_server_must_initiate(address) for address in set(client)
+    }
+    group_column = [groups[address] for address in server]
+    client_roles = [roles[address] for address in client]
+    server_roles = [() if g else roles[a] for a, g in zip(server, group_column, strict=True)]
+    tftp_column = [value == BY_TFTP_REQUEST for value in evidence]
+    keys = list(
+        zip(
+            out["proto"],
+            service,
+            server_port,
+            [note5[address] for address in client],
+            client_roles,
+            server_roles,
+            group_column,
+            tftp_column,
+            strict=True,
         )
-        if tftp_answer or not start_seen[k]:
-            facts = facts_column[k] = dict(facts_column[k])
-            if tftp_answer:
-                facts["answer_to"] = row_of_id[facts["answer_to"]]
-            if not start_seen[k]:
-                facts["start_seen"] = False
+    )
+    verdict_of = {key: judge.judge_key(key) for key in dict.fromkeys(keys)}
+    judgements = [verdict_of[key] for key in keys]
+    for k in [
+        k for k, (t, s) in enumerate(zip(tftp_column, start_seen, strict=True)) if t or not s
+    ]:
+        facts = facts_column[k] = dict(facts_column[k])
+        if tftp_column[k]:
+            facts["answer_to"] = row_of_id[facts["answer_to"]]
+        if not start_seen[k]:
+            facts["start_seen"] = False
     out["client_role"] = [j.client_role for j in judgements]
     out["server_role"] = [j.server_role for j in judgements]
-    out["client_roles"] = [list(r) for r in client_roles]
-    out["server_roles"] = [list(r) for r in server_roles]
+    out["client_roles"] = client_roles  # tuples: JSON writes them as arrays
+    out["server_roles"] = server_roles
     out["verdict"] = [j.verdict for j in judgements]
     out["matrix_rule"] = [j.rule.id if j.rule is not None else None for j in judgements]
     findings = _Findings(signatures)
@@ -571,7 +611,7 @@ def _judge_flows(
         facts = facts_column[k]
         if judgement.finding is None and not facts and evidence[k] != BY_PAYLOAD:
             continue
-        record = {name: out[name][k] for name in FLOW_FIELDS}
+        record = _Row(out, k)
         _flow_findings(findings, signatures, site, record, judgement, bool(start_seen[k]))
     return out, findings, len(proto) - len(keep)
 
@@ -580,7 +620,7 @@ def _flow_findings(
     findings: _Findings,
     signatures: Signatures,
     site: Site,
-    record: dict[str, Any],
+    record: Mapping[str, Any],
     judgement: _Judgement,
     start_seen: bool,
 ) -> None:

@@ -422,37 +422,42 @@ def classify(
         elif protocol == "tftp" and found.get("request"):
             tftp_requests[(client[row], client_port[row], server[row])] = row
 
-    for row in range(count):
-        transport = proto[row]
-        if protocols[row] is None and transport in ("tcp", "udp"):
-            if transport == "tcp" and (server[row], server_port[row]) in announced:
-                service[row], evidence[row] = "rpc-dynamic", BY_EPM
-            elif named := by_port.get((transport, server_port[row])):
+    # Flows no dissector named: by announced RPC port, else by server port.
+    unnamed = [row for row, protocol in enumerate(protocols) if protocol is None]
+    for row in unnamed:
+        key = (proto[row], server_port[row])
+        if key[0] == "tcp" and announced and (server[row], key[1]) in announced:
+            service[row], evidence[row] = "rpc-dynamic", BY_EPM
+        else:
+            named = by_port.get(key)
+            if named is not None:
                 service[row], evidence[row] = named, BY_PORT
-        elif service[row] == "rpc-dynamic" and (server[row], server_port[row]) in announced:
-            evidence[row] = BY_EPM
-        is_request = protocols[row] == "tftp" and facts[row]["tftp"].get("request")
-        if transport == "udp" and tftp_requests and not is_request:
-            _tie_tftp_answer(
-                row,
-                client,
-                client_port,
-                server,
-                server_port,
-                tftp_requests,
-                service,
-                evidence,
-                facts,
-            )
+    if announced:
+        for row in range(count):
+            if service[row] == "rpc-dynamic" and (server[row], server_port[row]) in announced:
+                evidence[row] = BY_EPM
+    if tftp_requests:
+        for row in range(count):
+            is_request = protocols[row] == "tftp" and facts[row]["tftp"].get("request")
+            if proto[row] == "udp" and not is_request:
+                _tie_tftp_answer(
+                    row,
+                    client,
+                    client_port,
+                    server,
+                    server_port,
+                    tftp_requests,
+                    service,
+                    evidence,
+                    facts,
+                )
 
-    plaintext = [
-        _plaintext(
-            signatures.services[service[row]].plaintext,
-            protocols[row],
-            facts[row].get(protocols[row] or "", {}),
-        )
-        for row in range(count)
-    ]
+    default_plaintext = {name: entry.plaintext for name, entry in signatures.services.items()}
+    plaintext = [default_plaintext[name] for name in service]
+    for row in has_payload:
+        protocol = protocols[row]
+        if protocol is not None:
+            plaintext[row] = _plaintext(plaintext[row], protocol, facts[row][protocol])
     return Classified(protocols, service, evidence, plaintext, facts, announced)
 
 

@@ -41,6 +41,7 @@ from flowaudit.yamlfile import read_yaml
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_ROLE_ORDER = {role: index for index, role in enumerate(ROLES)}
 SECURITY_MODES = ("http", "https-or-ehttp", "https-only")
 # HTTP client communication is deprecated since ConfigMgr 2103 (Enhanced HTTP page): a site
 # without a site file is held to HTTPS or Enhanced HTTP.
@@ -120,7 +121,7 @@ class Site:
                     for version, low, high, role in ranges
                     if version == ip.version and low <= number <= high
                 )
-        found = tuple(role for role in ROLES if role in held)
+        found = tuple(sorted(held, key=_ROLE_ORDER.__getitem__)) if held else ()
         if not found and is_public(address):
             found = (INTERNET,)
         self._cache[address] = found
@@ -388,10 +389,15 @@ def infer_site(
                 server[row], "software-update-point", f"serves WSUS on {server_port[row]} ({flow})"
             )
 
-    # Second pass: who talks to the roles found above.
+    # Second pass: who talks to the roles found above (each pair and service once).
+    pairs: set[tuple[str, str, str]] = set()
     for row in range(len(ids)):
         if server[row] not in held:
             continue
+        pair = (client[row], server[row], classified.service[row])
+        if pair in pairs:
+            continue
+        pairs.add(pair)
         service = classified.service[row]
         server_roles = held.get(server[row], {})
         if service in _CLIENT_SERVICES and any(r in server_roles for r in _CLIENT_FACING):

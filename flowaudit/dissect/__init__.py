@@ -62,6 +62,9 @@ FIRST_BYTES: dict[str, frozenset[int] | None] = {
     "ldap": frozenset({0x30}),  # RFC 4511 LDAPMessage SEQUENCE
     # RFC 4120: an APPLICATION tag (UDP) or a 4-byte length below 2**31 (TCP, 7.2.2)
     "kerberos": frozenset(range(0x00, 0x80)),
+    # RFC 2131 2: BOOTP op 1 or 2; RFC 8415 7.3: DHCPv6 message types 1-13 (relay 12, 13)
+    "dhcp": frozenset(range(1, 14)),
+    "tftp": frozenset({0x00}),  # RFC 1350 5: a 2-byte opcode from 1 to 6
 }
 
 _BY_TRANSPORT: dict[str, list[tuple[str, Parser]]] | None = None

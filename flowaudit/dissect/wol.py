@@ -46,6 +46,10 @@ def _find(data: bytes) -> tuple[int, bytes] | None:
     """(offset, target MAC) of the first magic packet within the first datagram-sized span."""
     span = data[:SEARCH_SPAN]
     for run in _FF_RUNS.finditer(span):
+        if run.end() == len(span):
+            # The MAC holds a byte other than 0xFF after the run: a run that ends the span
+            # (0xFF fill, say) has no room for one.
+            return None
         first = max(run.start(), run.end() - len(SYNC_STREAM) - (MAC_LENGTH - 1))
         for start in range(first, run.end() - len(SYNC_STREAM) + 1):
             if start + MAGIC_LENGTH > SEARCH_SPAN:
