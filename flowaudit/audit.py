@@ -128,8 +128,9 @@ class AuditResult:
     def flows(self) -> list[dict[str, Any]]:
         """The flows as the report's records (made on first use: the audit keeps columns)."""
         columns = dict(self.flow_columns)
-        for name in ("first_seen", "last_seen"):
-            columns[name] = _iso(np.asarray(columns[name]))
+        for name, values in columns.items():
+            if isinstance(values, np.ndarray):
+                columns[name] = _iso(values) if values.dtype.kind == "M" else values.tolist()
         names = list(columns)
         rows = zip(*columns.values(), strict=True)
         return [dict(zip(names, row, strict=True)) for row in rows]
@@ -531,6 +532,10 @@ _TABLE_COLUMNS = {
     "client_port": "client_port",
     "server": "server",
     "server_port": "server_port",
+}
+_LATER_COLUMNS = {
+    "first_seen": "first_seen",
+    "last_seen": "last_seen",
     "packets": "packets",
     "bytes": "bytes",
     "first_frame": "first_frame",
@@ -555,19 +560,19 @@ def _judge_flows(
     def take(values: list[Any]) -> list[Any]:
         return values if every else [values[row] for row in keep]
 
-    out: dict[str, list[Any]] = {
+    out: dict[str, Any] = {
         name: take(columns[source].tolist()) for name, source in _TABLE_COLUMNS.items()
     }
-    # Times stay datetime64 until a report asks for the flows (AuditResult.flows).
-    for name in ("first_seen", "last_seen"):
-        out[name] = columns[name] if every else columns[name][keep]
+    # Columns the judge does not read stay numpy arrays until a report asks for the flows
+    # (AuditResult.flows); times stay datetime64.
+    for name, source in _LATER_COLUMNS.items():
+        out[name] = columns[source] if every else columns[source][keep]
     for name in ("service", "evidence", "protocol", "plaintext", "facts"):
         out[name] = take(getattr(classified, name))
     start_seen = take(columns["start_seen"].tolist())
     client, server = out["client"], out["server"]
     service, evidence, facts_column = out["service"], out["evidence"], out["facts"]
     server_port = out["server_port"]
-    row_of_id = columns["id"].tolist()
     roles = {address: site.roles_of(address) for address in {*client, *server}}
     groups = {address: is_group(address) for address in set(server)}
     note5 = {
@@ -597,7 +602,7 @@ def _judge_flows(
     ]:
         facts = facts_column[k] = dict(facts_column[k])
         if tftp_column[k]:
-            facts["answer_to"] = row_of_id[facts["answer_to"]]
+            facts["answer_to"] = int(columns["id"][facts["answer_to"]])
         if not start_seen[k]:
             facts["start_seen"] = False
     out["client_role"] = [j.client_role for j in judgements]

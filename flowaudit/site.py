@@ -294,6 +294,7 @@ _CLIENT_FACING = (
     "state-migration-point",
 )
 _CLIENT_SERVICES = ("http", "https", "client-notification")
+_WSUS = (8530, 8531)
 # Services whose flows may show a role (the others are skipped by the first pass).
 _TELLING_SERVICES = frozenset(
     {*_SERVER_ROLE_BY_SERVICE, "multicast", "sql-service-broker", "pxe-dhcp", "http", "https"}
@@ -329,10 +330,10 @@ def infer_site(
     telling = _TELLING_SERVICES
     rows = [
         row
-        for row, (service, facts) in enumerate(
-            zip(classified.service, classified.facts, strict=True)
+        for row, (service, facts, port) in enumerate(
+            zip(classified.service, classified.facts, server_port, strict=True)
         )
-        if service in telling or facts
+        if facts or (service in telling and (service not in ("http", "https") or port in _WSUS))
     ]
     for row in rows:
         service = classified.service[row]
@@ -384,7 +385,7 @@ def infer_site(
             grant(server[row], role, f"server of {service} on {server_port[row]} ({flow})")
             if role == "management-point":
                 grant(client[row], "client", f"reaches a management point on {service} ({flow})")
-        elif service in ("http", "https") and server_port[row] in (8530, 8531):
+        elif service in ("http", "https") and server_port[row] in _WSUS:
             grant(
                 server[row], "software-update-point", f"serves WSUS on {server_port[row]} ({flow})"
             )
