@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from flowaudit.signatures import (
     port_in,
     tables_sha256,
 )
-from flowaudit.site import INTERNET, SOURCE_INFERRED, Site, infer_site
+from flowaudit.site import INTERNET, SOURCE_INFERRED, Site, infer_site, is_group
 
 EXPECTED = "expected"
 UNEXPECTED = "unexpected"
@@ -151,15 +151,6 @@ class AuditResult:
     def worst_severity(self) -> str | None:
         ranks = [SEVERITIES.index(f.severity) for f in self.findings]
         return SEVERITIES[max(ranks)] if ranks else None
-
-
-@lru_cache(maxsize=65536)
-def is_group(address: str) -> bool:
-    """Multicast, or broadcast (limited, or the .255 of an IPv4 /24 and wider: heuristic)."""
-    if ":" in address:
-        return address.lower().startswith("ff")  # RFC 4291 2.7: ff00::/8
-    first = address.partition(".")[0]
-    return (first.isdigit() and 224 <= int(first) <= 239) or address.endswith(".255")
 
 
 JudgeKey = tuple[str, str, int, bool, tuple[str, ...], tuple[str, ...], bool, bool]
@@ -798,8 +789,8 @@ def _http_findings(
             f"{http.get('path')}",
             **common,
         )
-    if flow["protocol"] != "http" or site.security == "http":
-        return
+    if flow["service"] != "http" or site.security == "http":
+        return  # (WinRM over HTTP is its own row of the matrix, not client communication)
     endpoint = signatures.endpoint_for(http.get("path"))
     server_roles = set(flow["server_roles"])
     if endpoint is None and not (server_roles & CLIENT_FACING_ROLES):

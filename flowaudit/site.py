@@ -142,7 +142,7 @@ class Site:
         out = []
         for address in sorted(set(addresses), key=_address_key):
             roles = self.roles_of(address)
-            if not roles:
+            if not roles or is_group(address):
                 continue
             evidence = self.evidence.get(address, {})
             out.append(
@@ -175,6 +175,15 @@ _PRIVATE_V4 = tuple(
     )
 )
 _PRIVATE_V4_RANGES = tuple((int(n.network_address), int(n.broadcast_address)) for n in _PRIVATE_V4)
+
+
+@lru_cache(maxsize=65536)
+def is_group(address: str) -> bool:
+    """Multicast, or broadcast (limited, or the .255 of an IPv4 /24 and wider: heuristic)."""
+    if ":" in address:
+        return address.lower().startswith("ff")  # RFC 4291 2.7: ff00::/8
+    first = address.partition(".")[0]
+    return (first.isdigit() and 224 <= int(first) <= 239) or address.endswith(".255")
 
 
 @lru_cache(maxsize=262144)
@@ -320,13 +329,6 @@ def infer_site(
         if len(reasons) < 3 and why not in reasons:
             reasons.append(why)
 
-    def group(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return ip.is_multicast or address.endswith(".255")
-
     telling = _TELLING_SERVICES
     rows = [
         row
@@ -340,7 +342,7 @@ def infer_site(
         evidence = classified.evidence[row]
         facts = classified.facts[row]
         flow = f"flow {ids[row]}"
-        if service == "multicast" and group(server[row]):
+        if service == "multicast" and is_group(server[row]):
             grant(
                 client[row],
                 "distribution-point",
@@ -357,7 +359,7 @@ def infer_site(
             continue
         if service == "pxe-dhcp" and (facts.get("dhcp") or {}).get("pxe"):
             dhcp = facts["dhcp"]
-            if "OFFER" in (dhcp.get("message_types") or []) and not group(server[row]):
+            if "OFFER" in (dhcp.get("message_types") or []) and not is_group(server[row]):
                 grant(server[row], "distribution-point", f"answers PXE DHCP ({flow})")
             continue
         http = facts.get("http")
