@@ -601,7 +601,11 @@ def _judge_flows(
     out["client_roles"] = client_roles  # tuples: JSON writes them as arrays
     out["server_roles"] = server_roles
     out["verdict"] = [j.verdict for j in judgements]
-    out["matrix_rule"] = [j.rule.id if j.rule is not None else None for j in judgements]
+    # The rule that allowed the flow; a wrong-direction flow was allowed by none (its finding
+    # names the rule it breaks).
+    out["matrix_rule"] = [
+        j.rule.id if j.rule is not None and j.verdict == EXPECTED else None for j in judgements
+    ]
     findings = _Findings(signatures)
     for k, judgement in enumerate(judgements):
         facts = facts_column[k]

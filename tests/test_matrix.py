@@ -80,10 +80,14 @@ PAGE_ROLES = {
 # Tables of the page that are not between two named computers, and the roles they get.
 # Encoded differently from the page, on purpose:
 # - "Client to Server Shares": the page names no server ("whenever they connect to UNC
-#   shares", e.g. a CCMSetup.exe /source: path), so the server is `any`.
+#   shares", e.g. a CCMSetup.exe /source: path), so the server is any site system (another
+#   client is not a server; a file server without a role leaves the flow unknown).
 # - "Ports Used by Windows Server": the page names no roles at all: `any` to `any`.
+# Role pairs a table row also holds, besides the one above: the site server's shares
+# (CCMSetup.exe /source:\\<site server>\SMS_<site>\Client) are server shares too.
+EXTRA_PAIRS = {"Client to Server Shares": {("client", "site-server")}}
 OTHER_TABLES = {
-    "Client to Server Shares": ("client", "any"),
+    "Client to Server Shares": ("client", "site-system"),
     "Ports Used by Windows Server": ("any", "any"),
 }
 
@@ -310,7 +314,10 @@ def test_every_row_of_the_page_is_a_rule(entries: list[PageEntry]) -> None:
             problems.append(f"missing: {where}")
             continue
         for rule in matching:
-            if (rule.client_role, rule.server_role) != (entry.client_role, entry.server_role):
+            pair = (rule.client_role, rule.server_role)
+            if pair != (entry.client_role, entry.server_role) and pair not in EXTRA_PAIRS.get(
+                entry.section, ()
+            ):
                 problems.append(f"{rule.id}: roles {rule.client_role} --> {rule.server_role}")
             if rule.bidirectional != entry.bidirectional:
                 problems.append(f"{rule.id}: bidirectional should be {entry.bidirectional}")
