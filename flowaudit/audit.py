@@ -211,32 +211,14 @@ class Judge:
         server: str,
         tftp_answer: bool,
     ) -> _Judgement:
+        """The verdict on one flow, from its ends' roles in the site."""
         group = is_group(server)
-        return self.judge_roles(
-            proto,
-            service,
-            port,
-            client,
-            self.site.roles_of(client),
-            () if group else self.site.roles_of(server),
-            group,
-            tftp_answer,
+        note5 = self.note5 and self.site.site_server_must_initiate(client)
+        client_roles = self.site.roles_of(client)
+        server_roles = () if group else self.site.roles_of(server)
+        return self.judge_key(
+            (proto, service, port, note5, client_roles, server_roles, group, tftp_answer)
         )
-
-    def judge_roles(
-        self,
-        proto: str,
-        service: str,
-        port: int,
-        client: str,
-        croles: tuple[str, ...],
-        sroles: tuple[str, ...],
-        group: bool,
-        tftp_answer: bool,
-    ) -> _Judgement:
-        """As ``judge``, with the roles of both ends (and whether the server is a group) given."""
-        note5 = self.site.site_server_must_initiate(client) if self.note5 else False
-        return self.judge_key((proto, service, port, note5, croles, sroles, group, tftp_answer))
 
     def judge_key(self, key: JudgeKey) -> _Judgement:
         """The judgement of one (proto, service, port, note5, client roles, server roles,
@@ -821,26 +803,6 @@ def _http_findings(
         key=(endpoint.name if endpoint else None,),
         **common,
     )
-
-
-def analyze(
-    paths: Sequence[str],
-    site_path: str | None = None,
-    config: Any = None,
-    *,
-    engine: str = "native",
-    progress: Any = None,
-) -> AuditResult:
-    """Read a capture set, assemble flows, classify and judge them: ``flowaudit analyze``."""
-    from flowaudit.config import FlowConfig
-    from flowaudit.flows import build_flow_table
-    from flowaudit.site import load_site
-
-    site = load_site(site_path) if site_path else None  # a bad site file fails before reading
-    table = build_flow_table(
-        list(paths), config or FlowConfig(sha256=True), engine=engine, progress=progress
-    )
-    return audit(table, site)
 
 
 def severity_at_least(result: AuditResult, threshold: str) -> bool:

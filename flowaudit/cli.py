@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,9 @@ from flowaudit.config import (
     FlowConfig,
 )
 from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
+
+if TYPE_CHECKING:
+    from flowaudit.flows import FlowTable
 
 
 class OutputClosed(Exception):
@@ -145,12 +148,7 @@ def flows(
     sha256: bool,
 ) -> None:
     """Print the flow table of one capture set (several files are merged in time order)."""
-    from flowaudit.flows import build_flow_table
-
-    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
-    with _progress(captures) as progress:
-        table = build_flow_table(list(captures), config, engine=engine, progress=progress)
-    _warn_about(table.captures, table.orphan_fragments)
+    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
     from flowaudit.report import flowtable
 
     with _output(output, binary=fmt == "parquet") as out:
@@ -165,15 +163,24 @@ def flows(
             flowtable.write_table(table, out, color=color)
 
 
-def _warn_about(captures: Any, orphan_fragments: int) -> None:
-    for info in captures:
+def _read_captures(
+    captures: tuple[str, ...], engine: str, payload_bytes: int, idle_timeout: float, sha256: bool
+) -> FlowTable:
+    """The flow table of a capture set, with a progress bar and the readers' warnings."""
+    from flowaudit.flows import build_flow_table
+
+    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
+    with _progress(captures) as progress:
+        table = build_flow_table(list(captures), config, engine=engine, progress=progress)
+    for info in table.captures:
         for warning in info.warnings:
             _stderr_line(f"warning: {info.path}: {warning}")
-    if orphan_fragments:
+    if table.orphan_fragments:
         _stderr_line(
-            f"warning: {orphan_fragments} IP fragments whose first fragment was not "
+            f"warning: {table.orphan_fragments} IP fragments whose first fragment was not "
             "captured are not counted in any flow"
         )
+    return table
 
 
 SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
@@ -221,14 +228,13 @@ def analyze(
     idle_timeout: float,
 ) -> int:
     """Classify every flow of a capture set and judge it against the ports matrix."""
-    from flowaudit.audit import analyze as run_analysis
-    from flowaudit.audit import severity_at_least
+    from flowaudit.audit import audit, severity_at_least
+    from flowaudit.site import load_site
 
-    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
-    with _progress(captures) as progress:
-        result = run_analysis(list(captures), site_path, config, engine=engine, progress=progress)
+    site = load_site(site_path) if site_path else None  # a bad site file fails before reading
+    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
+    result = audit(table, site)
     result.command = ["flowaudit", *sys.argv[1:]]
-    _warn_about(result.captures, 0)
     from flowaudit.report import audit as report
 
     with _output(output, binary=False) as out:

@@ -132,7 +132,7 @@ SERVICES: tuple[str, ...] = (
     "ike",
 )
 
-# The site.yaml `ports` keys a rule's `alternate` may name (flowaudit.site.PORT_KEYS).
+# The site.yaml `ports` keys, which a rule's `alternate` may name.
 ALTERNATE_KEYS: tuple[str, ...] = (
     "http",
     "https",

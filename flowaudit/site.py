@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flowaudit.errors import InputError
-from flowaudit.matrix import ROLES, check_wsus_ports
+from flowaudit.matrix import ALTERNATE_KEYS, ROLES, check_wsus_ports
 from flowaudit.signatures import (
     BY_PAYLOAD,
     Classified,
@@ -46,19 +46,7 @@ SECURITY_MODES = ("http", "https-or-ehttp", "https-only")
 # HTTP client communication is deprecated since ConfigMgr 2103 (Enhanced HTTP page): a site
 # without a site file is held to HTTPS or Enhanced HTTP.
 DEFAULT_SECURITY = "https-or-ehttp"
-PORT_KEYS = (
-    "http",
-    "https",
-    "client-notification",
-    "sql",
-    "sql-service-broker",
-    "rpc-dynamic",
-    "wsus-http",
-    "wsus-https",
-    "wake-on-lan",
-    "wakeup-proxy",
-    "remote-control",
-)
+PORT_KEYS = ALTERNATE_KEYS  # the keys of `ports`: what matrix rules may name as alternate
 OPTION_KEYS = ("site-server-initiates",)
 SITE_KEYS = ("site", "security", "roles", "ports", "options")
 INTERNET = "internet"

@@ -15,29 +15,14 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from flowaudit import __version__
-from flowaudit.audit import AuditResult
+from flowaudit.audit import FLOW_FIELDS, AuditResult
 from flowaudit.report.flowtable import capture_dicts
 
 SCHEMA = "flowaudit/report/v1"
 FORMATS = ("table", "json", "csv")
+# The flows' fields but the nested ones, and the rule ids of each flow's findings.
 CSV_FLOW_FIELDS = (
-    "id",
-    "proto",
-    "client",
-    "client_port",
-    "server",
-    "server_port",
-    "first_seen",
-    "last_seen",
-    "packets",
-    "bytes",
-    "service",
-    "evidence",
-    "client_role",
-    "server_role",
-    "verdict",
-    "matrix_rule",
-    "plaintext",
+    *(name for name in FLOW_FIELDS if name not in ("client_roles", "server_roles", "facts")),
     "findings",
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

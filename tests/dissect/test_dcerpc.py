@@ -8,7 +8,6 @@ import re
 import struct
 import subprocess
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,14 @@ import pytest
 from flowaudit.config import FlowConfig
 from flowaudit.dissect import dcerpc
 from flowaudit.flows import build_flow_table
+from tests.dissect.common import Exchange, directions
 from tests.dissect.tshark_streams import oracle_files, stream_payloads, tshark_fields, wide_payloads
 from tests.protobytes import dcerpc as pb
 from tests.scapy_flows import payloads_of, tcp_session, write_capture
 
-Exchange = Sequence[tuple[str, bytes]]
-
 SAMR = ("12345778-1234-abcd-ef00-0123456789ac", 1, 0)
 DRSUAPI = ("e3514235-4b06-11d1-ab04-00c04fc2dcd2", 4, 0)
 UNKNOWN = ("01234567-89ab-cdef-0123-456789abcdef", 1, 2)
-
-
-def directions(exchange: Exchange) -> tuple[bytes, bytes]:
-    c2s = b"".join(data for side, data in exchange if side == "c")
-    s2c = b"".join(data for side, data in exchange if side == "s")
-    return c2s, s2c
 
 
 def facts_of(exchange: Exchange) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import functools
 import ipaddress
-import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from scapy.layers.l2 import Ether
 from flowaudit.config import FlowConfig
 from flowaudit.dissect import dhcp, dissect
 from flowaudit.flows import build_flow_table
+from tests.dissect.common import check_json_ready
 from tests.dissect.tshark_streams import StreamPayload, oracle_files, tshark_fields
 from tests.protobytes.dhcp import (
     ADVERTISE,
@@ -457,15 +457,6 @@ def test_tshark_reads_our_bytes_as_we_mean_them(tmp_path: Path, tshark: str) -> 
 # --- never raise; random bytes are not DHCP ------------------------------------------------------
 
 
-def _check_json_ready(facts: dict[str, Any] | None) -> None:
-    if facts is None:
-        return
-    json.dumps(facts)
-    for value in facts.values():
-        if isinstance(value, str):
-            assert len(value) <= 256
-
-
 def test_every_truncation_and_random_bytes_never_raise() -> None:
     messages = [
         DISCOVER + REQUEST,
@@ -477,8 +468,8 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
     ]
     for message in messages:
         for cut in range(len(message) + 1):
-            _check_json_ready(dhcp.parse(message[:cut], b""))
-            _check_json_ready(dhcp.parse(b"", message[:cut]))
+            check_json_ready(dhcp.parse(message[:cut], b""))
+            check_json_ready(dhcp.parse(b"", message[:cut]))
     generator = random.Random(67)
     for _ in range(3000):
         noise = generator.randbytes(generator.randrange(0, 400))
@@ -488,13 +479,13 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
             noise = DISCOVER[:240] + noise
         elif generator.random() < 0.5:
             noise = SOLICIT_PXE[:22] + noise
-        _check_json_ready(dhcp.parse(noise, noise[::-1]))
+        check_json_ready(dhcp.parse(noise, noise[::-1]))
     for message in messages:
         for _ in range(1000):
             mutated = bytearray(message)
             for _ in range(generator.randrange(1, 4)):
                 mutated[generator.randrange(len(mutated))] = generator.getrandbits(8)
-            _check_json_ready(dhcp.parse(bytes(mutated), b""))
+            check_json_ready(dhcp.parse(bytes(mutated), b""))
 
 
 def random_payloads(seed: int, count: int = 100_000) -> list[tuple[bytes, bytes]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowaudit.dissect import http
+from tests.dissect.common import check_json_ready
 from tests.dissect.tshark_streams import (
     StreamPayload,
     first,
@@ -321,21 +321,12 @@ def test_tshark_reads_our_bytes_as_we_mean_them(tmp_path: Path, tshark: str) -> 
 # --- never raise ------------------------------------------------------------------------------
 
 
-def _check_json_ready(facts: dict[str, Any] | None) -> None:
-    if facts is None:
-        return
-    json.dumps(facts)
-    for value in facts.values():
-        if isinstance(value, str):
-            assert len(value) <= 256
-
-
 def test_every_truncation_and_random_bytes_never_raise() -> None:
     messages = [KEEP_ALIVE, ccm_post(), IIS, CASES[3][1], CASES[3][2]]
     for message in messages:
         for cut in range(len(message) + 1):
-            _check_json_ready(http.parse(message[:cut], b""))
-            _check_json_ready(http.parse(b"", message[:cut]))
+            check_json_ready(http.parse(message[:cut], b""))
+            check_json_ready(http.parse(b"", message[:cut]))
     generator = random.Random(5)
     alphabet = b"GET /HTP1.\r\n:0123456789abcdef chunked Content-Length Transfer-Encoding"
     for _ in range(3000):
@@ -344,8 +335,8 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
             noise = bytes(generator.getrandbits(8) for _ in range(size))
         else:
             noise = bytes(generator.choice(alphabet) for _ in range(size))
-        _check_json_ready(http.parse(b"GET / HTTP/1.1\r\n" + noise, b"HTTP/1.1 200 OK\r\n" + noise))
-        _check_json_ready(http.parse(noise, noise))
+        check_json_ready(http.parse(b"GET / HTTP/1.1\r\n" + noise, b"HTTP/1.1 200 OK\r\n" + noise))
+        check_json_ready(http.parse(noise, noise))
 
 
 # --- the real corpus against tshark ------------------------------------------------------------

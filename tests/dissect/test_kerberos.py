@@ -5,25 +5,18 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowaudit.dissect import kerberos
+from tests.dissect.common import Exchange, directions
 from tests.dissect.tshark_streams import oracle_files, stream_payloads, tshark_fields, wide_payloads
 from tests.protobytes import kerberos as pb
 from tests.scapy_flows import payloads_of, tcp_session, udp_exchange, write_capture
 
-Exchange = Sequence[tuple[str, bytes]]
 REALM = "CORP.EXAMPLE"
-
-
-def directions(exchange: Exchange) -> tuple[bytes, bytes]:
-    c2s = b"".join(data for side, data in exchange if side == "c")
-    s2c = b"".join(data for side, data in exchange if side == "s")
-    return c2s, s2c
 
 
 def facts_of(exchange: Exchange) -> dict[str, Any]:

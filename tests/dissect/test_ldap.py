@@ -6,7 +6,6 @@ import ipaddress
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from flowaudit.config import MAX_PAYLOAD_BYTES, FlowConfig
 from flowaudit.dissect import ldap
 from flowaudit.flows import build_flow_table
+from tests.dissect.common import Exchange, directions
 from tests.dissect.tshark_streams import (
     StreamPayload,
     oracle_files,
@@ -25,14 +25,7 @@ from tests.dissect.tshark_streams import (
 from tests.protobytes import ldap as pb
 from tests.scapy_flows import payloads_of, tcp_session, udp_exchange, write_capture
 
-Exchange = Sequence[tuple[str, bytes]]
 BASE = "DC=corp,DC=example"
-
-
-def directions(exchange: Exchange) -> tuple[bytes, bytes]:
-    c2s = b"".join(data for side, data in exchange if side == "c")
-    s2c = b"".join(data for side, data in exchange if side == "s")
-    return c2s, s2c
 
 
 def facts_of(exchange: Exchange) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowaudit.dissect import rdp, tls
+from tests.dissect.common import check_json_ready
 from tests.dissect.tshark_streams import (
     oracle_files,
     stream_payloads,
@@ -199,15 +199,6 @@ def test_tshark_reads_our_bytes_as_we_mean_them(tmp_path: Path, tshark: str) -> 
 # --- never raise ------------------------------------------------------------------------------
 
 
-def _check_json_ready(facts: dict[str, Any] | None) -> None:
-    if facts is None:
-        return
-    json.dumps(facts)
-    for value in facts.values():
-        if isinstance(value, str):
-            assert len(value) <= 256
-
-
 def test_every_truncation_and_random_bytes_never_raise() -> None:
     messages = [
         rdp_connection_request() + CLIENT_HELLO,
@@ -216,17 +207,17 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
     ]
     for message in messages:
         for cut in range(len(message) + 1):
-            _check_json_ready(rdp.parse(message[:cut], b""))
-            _check_json_ready(rdp.parse(b"", message[:cut]))
-            _check_json_ready(rdp.parse(message[:cut], message[:cut]))
+            check_json_ready(rdp.parse(message[:cut], b""))
+            check_json_ready(rdp.parse(b"", message[:cut]))
+            check_json_ready(rdp.parse(message[:cut], message[:cut]))
     generator = random.Random(11)
     for _ in range(3000):
         noise = bytes(generator.getrandbits(8) for _ in range(generator.randrange(0, 120)))
         length = (len(noise) + 6).to_bytes(2, "big")
         indicator = bytes([generator.randrange(0, 256)])
-        _check_json_ready(rdp.parse(b"\x03\x00" + length + indicator + b"\xe0" + noise, b""))
-        _check_json_ready(rdp.parse(b"", b"\x03\x00" + length + indicator + b"\xd0" + noise))
-        _check_json_ready(rdp.parse(noise, noise))
+        check_json_ready(rdp.parse(b"\x03\x00" + length + indicator + b"\xe0" + noise, b""))
+        check_json_ready(rdp.parse(b"", b"\x03\x00" + length + indicator + b"\xd0" + noise))
+        check_json_ready(rdp.parse(noise, noise))
 
 
 # --- the real corpus against tshark ------------------------------------------------------------

@@ -5,28 +5,19 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowaudit.dissect import smb
+from tests.dissect.common import Exchange, directions
 from tests.dissect.tshark_streams import oracle_files, stream_payloads, tshark_fields, wide_payloads
 from tests.protobytes import smb as pb
 from tests.scapy_flows import payloads_of, tcp_session, write_capture
 
-Exchange = Sequence[tuple[str, bytes]]
-
 ALL_SMB2 = [pb.DIALECT_202, pb.DIALECT_210, pb.DIALECT_300, pb.DIALECT_302, pb.DIALECT_311]
 ALL_SMB2_NAMES = ["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"]
-
-
-def directions(exchange: Exchange) -> tuple[bytes, bytes]:
-    """The client's and the server's bytes of an exchange, each direction joined."""
-    c2s = b"".join(data for side, data in exchange if side == "c")
-    s2c = b"".join(data for side, data in exchange if side == "s")
-    return c2s, s2c
 
 
 def facts_of(exchange: Exchange) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowaudit.dissect import tds, tls
+from tests.dissect.common import check_json_ready
 from tests.dissect.tshark_streams import first, oracle_files, stream_payloads, tshark_fields
 from tests.protobytes.rdp import rdp_connection_confirm, rdp_connection_request
 from tests.protobytes.tds import (
@@ -243,15 +243,6 @@ def test_tshark_reads_our_bytes_as_we_mean_them(tmp_path: Path, tshark: str) -> 
 # --- never raise ------------------------------------------------------------------------------
 
 
-def _check_json_ready(facts: dict[str, Any] | None) -> None:
-    if facts is None:
-        return
-    json.dumps(facts)
-    for value in facts.values():
-        if isinstance(value, str):
-            assert len(value) <= 256
-
-
 def test_every_truncation_and_random_bytes_never_raise() -> None:
     messages = [
         ENCRYPTED_LOGIN_CLIENT,
@@ -263,19 +254,19 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
     ]
     for message in messages:
         for cut in range(len(message) + 1):
-            _check_json_ready(tds.parse(message[:cut], b""))
-            _check_json_ready(tds.parse(b"", message[:cut]))
+            check_json_ready(tds.parse(message[:cut], b""))
+            check_json_ready(tds.parse(b"", message[:cut]))
     generator = random.Random(7)
     prelogin = tds_prelogin()
     for _ in range(3000):
         noise = bytes(generator.getrandbits(8) for _ in range(generator.randrange(0, 200)))
         # A valid header in front of random option tables, so the PRELOGIN reader sees them.
         header = bytes([0x12, 0x01]) + (8 + len(noise)).to_bytes(2, "big") + b"\x00\x00\x01\x00"
-        _check_json_ready(tds.parse(header + noise, b"\x04" + header[1:] + noise))
-        _check_json_ready(tds.parse(noise, noise))
+        check_json_ready(tds.parse(header + noise, b"\x04" + header[1:] + noise))
+        check_json_ready(tds.parse(noise, noise))
         mutated = bytearray(prelogin)
         mutated[generator.randrange(8, len(mutated))] = generator.getrandbits(8)
-        _check_json_ready(tds.parse(bytes(mutated), b""))
+        check_json_ready(tds.parse(bytes(mutated), b""))
 
 
 # --- the real corpus against tshark ------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowaudit.dissect import tls
+from tests.dissect.common import check_json_ready
 from tests.dissect.tshark_streams import (
     StreamPayload,
     oracle_files,
@@ -354,15 +354,6 @@ def test_tshark_reads_our_bytes_as_we_mean_them(tmp_path: Path, tshark: str) -> 
 # --- never raise ------------------------------------------------------------------------------
 
 
-def _check_json_ready(facts: dict[str, Any] | None) -> None:
-    if facts is None:
-        return
-    json.dumps(facts)
-    for value in facts.values():
-        if isinstance(value, str):
-            assert len(value) <= 256
-
-
 def test_every_truncation_and_random_bytes_never_raise() -> None:
     flights = [
         tls_server_flight(TLS12, SMS_CERT),
@@ -372,8 +363,8 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
     clients = [CLIENT_12, CLIENT_13, tls_client_hello("x.example", fragment=30)]
     for message in clients + flights:
         for cut in range(len(message) + 1):
-            _check_json_ready(tls.parse(message[:cut], b""))
-            _check_json_ready(tls.parse(b"", message[:cut]))
+            check_json_ready(tls.parse(message[:cut], b""))
+            check_json_ready(tls.parse(b"", message[:cut]))
     generator = random.Random(3)
     for _ in range(3000):
         noise = bytes(generator.getrandbits(8) for _ in range(generator.randrange(0, 300)))
@@ -385,14 +376,14 @@ def test_every_truncation_and_random_bytes_never_raise() -> None:
                 + bytes([generator.choice([1, 2])])
                 + noise
             )
-        _check_json_ready(tls.parse(noise, noise[::-1]))
+        check_json_ready(tls.parse(noise, noise[::-1]))
     # Flipped bytes inside a valid flight reach the DER reader with hostile lengths.
     flight = bytearray(flights[0])
     for _ in range(3000):
         mutated = bytearray(flight)
         for _ in range(generator.randrange(1, 4)):
             mutated[generator.randrange(len(mutated))] = generator.getrandbits(8)
-        _check_json_ready(tls.parse(CLIENT_12, bytes(mutated)))
+        check_json_ready(tls.parse(CLIENT_12, bytes(mutated)))
 
 
 # --- the real corpus against tshark ------------------------------------------------------------
