@@ -33,13 +33,14 @@ import numpy as np
 
 from flowaudit.capture.reader import CaptureInfo
 from flowaudit.flows import FlowTable
-from flowaudit.matrix import Rule, load_rules, rules_in_force
+from flowaudit.matrix import SITE_SYSTEM_ROLES, Rule, load_rules, rules_in_force
 from flowaudit.signatures import (
     BY_PAYLOAD,
     BY_TFTP_REQUEST,
     SEVERITIES,
     Classified,
     Signatures,
+    alternate_ports,
     classify,
     load_signatures,
     port_in,
@@ -52,10 +53,6 @@ UNEXPECTED = "unexpected"
 UNKNOWN_VERDICT = "unknown"
 VERDICTS = (EXPECTED, UNEXPECTED, UNKNOWN_VERDICT)
 LEGACY_TLS = {"SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1"}
-# Roles of the ports page that are services on the internet.
-CLOUD_ROLES = frozenset(
-    {"microsoft", "windows-intune", "exchange-online", "cloud-based-distribution-point"}
-)
 # Site systems that clients reach over HTTP(S): plaintext HTTP to them is client communication.
 CLIENT_FACING_ROLES = frozenset(
     {
@@ -173,10 +170,13 @@ def _acting(rule_role: str, held: tuple[str, ...]) -> str | None:
 
 
 def site_system_to_site_server(rule: Rule) -> bool:
-    """A rule the site file's ``site-server-initiates`` withdraws (ports page, note 5)."""
-    return (
-        5 in rule.notes and rule.server_role == "site-server" and rule.client_role != "site-server"
-    )
+    """A rule the site file's ``site-server-initiates`` withdraws (ports page, note 5).
+
+    Note 5's option ("Require the site server to initiate connections to this site system")
+    is a property of every site system, so it withdraws every rule by which a site system
+    starts a connection to the site server, whether or not the page's row cites note 5.
+    """
+    return rule.server_role == "site-server" and rule.client_role in SITE_SYSTEM_ROLES
 
 
 class Judge:
@@ -192,10 +192,7 @@ class Judge:
 
     @staticmethod
     def _holds(role: str, roles: tuple[str, ...]) -> bool:
-        if role == "any" or role in roles:
-            return True
-        # Cloud services are public hosts a site file rarely names: any internet host may be one.
-        return role in CLOUD_ROLES and INTERNET in roles
+        return role == "any" or role in roles
 
     @staticmethod
     def _in_force(rule: Rule, note5: bool) -> bool:
@@ -247,16 +244,23 @@ class Judge:
             if tftp_answer:
                 # Note 4: the TFTP daemon answers from a dynamic port; the answer flow runs from
                 # the server role back to the client role.
-                if (
-                    rule.answer_from_dynamic
-                    and self._holds(rule.server_role, croles)
-                    and self._holds(rule.client_role, sroles)
-                ):
+                if not rule.answer_from_dynamic:
+                    continue
+                if self._holds(rule.server_role, croles) and self._holds(rule.client_role, sroles):
                     return _Judgement(
                         EXPECTED,
                         rule,
                         _acting(rule.server_role, croles),
                         _acting(rule.client_role, sroles),
+                        None,
+                    )
+                # the client's first ACK was the answer flow's first datagram
+                if self._holds(rule.client_role, croles) and self._holds(rule.server_role, sroles):
+                    return _Judgement(
+                        EXPECTED,
+                        rule,
+                        _acting(rule.client_role, croles),
+                        _acting(rule.server_role, sroles),
                         None,
                     )
                 continue
@@ -668,7 +672,7 @@ def _payload_findings(
         and not (flow["verdict"] == UNEXPECTED and _already(findings, "non-standard-port", flow_id))
     ):
         documented = signatures.services[service].ports.get(flow["proto"], ())
-        alternate = site.ports.get(service, ())
+        alternate = alternate_ports(service, site.ports)
         if documented and not port_in(port, documented) and not port_in(port, alternate):
             findings.add(
                 "non-standard-port",

@@ -97,7 +97,23 @@ SITE_SYSTEM_ROLES: tuple[str, ...] = (
     "sql-server",
 )
 
-MATRIX_ROLES: tuple[str, ...] = (*ROLES, ANY_ROLE, SITE_SYSTEM)
+# The site systems of "Installation Requirements for Site Systems that Support Internet-Based
+# Clients": "Management points and distribution points that support internet-based clients,
+# the software update point, and the fallback status point".
+INTERNET_SITE_SYSTEM = "internet-site-system"
+INTERNET_SITE_SYSTEM_ROLES: tuple[str, ...] = (
+    "management-point",
+    "distribution-point",
+    "software-update-point",
+    "fallback-status-point",
+)
+# What each pseudo-role stands for in the rules in force.
+EXPANSIONS: dict[str, tuple[str, ...]] = {
+    SITE_SYSTEM: SITE_SYSTEM_ROLES,
+    INTERNET_SITE_SYSTEM: INTERNET_SITE_SYSTEM_ROLES,
+}
+
+MATRIX_ROLES: tuple[str, ...] = (*ROLES, ANY_ROLE, SITE_SYSTEM, INTERNET_SITE_SYSTEM)
 
 SERVICES: tuple[str, ...] = (
     "smb",
@@ -128,6 +144,7 @@ SERVICES: tuple[str, ...] = (
     "netbios-dgm",
     "netbios-ssn",
     "kerberos",
+    "dhcpv6",
     # IPsec negotiation on UDP 500 (RFC 7296 2): the System Health Validator section's text.
     "ike",
 )
@@ -346,8 +363,9 @@ class _RuleChecker:
             raise self.error("id", f"'{_REVERSE_SUFFIX}' is kept for the reverse of a <--> rule")
         client_role = self.choice("client_role", MATRIX_ROLES)
         server_role = self.choice("server_role", MATRIX_ROLES)
-        if SITE_SYSTEM in (client_role, server_role) and SITE_SYSTEM not in rule_id:
-            raise self.error("id", f"a rule with the role {SITE_SYSTEM} needs it in its id")
+        for pseudo in EXPANSIONS:
+            if pseudo in (client_role, server_role) and pseudo not in rule_id:
+                raise self.error("id", f"a rule with the role {pseudo} needs it in its id")
         alternate = self.entry.get("alternate")
         if alternate is not None:
             alternate = self.choice("alternate", ALTERNATE_KEYS)
@@ -478,15 +496,17 @@ def _reversed(rule: Rule) -> Rule:
 
 
 def _site_systems(rule: Rule) -> Iterator[Rule]:
-    if SITE_SYSTEM not in (rule.client_role, rule.server_role):
+    """The rule, or one rule per role its pseudo-role (``site-system``, ...) stands for."""
+    pseudo = next((p for p in EXPANSIONS if p in (rule.client_role, rule.server_role)), None)
+    if pseudo is None:
         yield rule
         return
-    for role in SITE_SYSTEM_ROLES:
+    for role in EXPANSIONS[pseudo]:
         yield replace(
             rule,
-            id=rule.id.replace(SITE_SYSTEM, role),
-            client_role=role if rule.client_role == SITE_SYSTEM else rule.client_role,
-            server_role=role if rule.server_role == SITE_SYSTEM else rule.server_role,
+            id=rule.id.replace(pseudo, role),
+            client_role=role if rule.client_role == pseudo else rule.client_role,
+            server_role=role if rule.server_role == pseudo else rule.server_role,
         )
 
 

@@ -343,6 +343,26 @@ def _port_services(
     return by_port
 
 
+def alternate_ports(service: str, site_ports: Mapping[str, tuple[PortSpec, ...]]) -> list[int]:
+    """The single ports a site file gives ``service`` instead of its documented ones."""
+    wsus = {"http": ("http", "wsus-http"), "https": ("https", "wsus-https")}
+    keys = wsus.get(service, (service,))
+    return [p for key in keys for p in site_ports.get(key, ()) if isinstance(p, int)]
+
+
+def _with_alternates(
+    rules: Sequence[PayloadRule], site_ports: Mapping[str, tuple[PortSpec, ...]]
+) -> list[PayloadRule]:
+    """Payload rules whose ports also hold the site's alternates (TLS on the site's client
+    notification port is client notification, not HTTPS)."""
+    out = []
+    for rule in rules:
+        extra = alternate_ports(rule.service, site_ports) if rule.ports else []
+        ports = tuple(dict.fromkeys((*rule.ports, *extra)))
+        out.append(PayloadRule(rule.protocol, rule.service, ports))
+    return out
+
+
 def _announced_address(host: str, server: str) -> str:
     try:
         return str(ipaddress.ip_address(host))
@@ -395,7 +415,7 @@ def classify(
     service = [UNKNOWN] * count
     evidence = [BY_NOTHING] * count
     by_port = _port_services(signatures, site_ports or {})
-    payload_rules = signatures.payload_rules
+    payload_rules = _with_alternates(signatures.payload_rules, site_ports or {})
 
     announced: set[tuple[str, int]] = set()
     tftp_requests: dict[tuple[str, int, str], int] = {}

@@ -21,6 +21,8 @@ import pytest
 from flowaudit.errors import InputError
 from flowaudit.matrix import (
     ALTERNATE_KEYS,
+    EXPANSIONS,
+    INTERNET_SITE_SYSTEM_ROLES,
     MATRIX_ROLES,
     ROLES,
     SITE_SYSTEM,
@@ -397,9 +399,12 @@ def test_windows_services_rest_on_the_pages_sentence(page: str) -> None:
         ("smb", "tcp"),
         ("rpc-epm", "tcp"),
         ("rpc-dynamic", "tcp"),
+        ("dhcpv6", "udp"),
     }
     for rule in services:
-        assert (rule.client_role, rule.server_role) == ("any", "domain-controller")
+        # DHCPv6 is between any hosts (a DHCP server need not be a domain controller)
+        expected = ("any", "any") if rule.service == "dhcpv6" else ("any", "domain-controller")
+        assert (rule.client_role, rule.server_role) == expected
         assert WINDOWS_SERVICES_SENTENCE in rule.reference
     # They come after every rule of the page, so a page rule is named first when both allow.
     sources = [rule.source for rule in RULES]
@@ -417,7 +422,9 @@ def test_page_notes_shape_the_special_rows() -> None:
     assert by_id["client-to-software-update-point-http"].ports == (80, 8530)
     assert by_id["client-to-software-update-point-https"].alternate == "wsus-https"
     # Every other rule is judged by its initiator when it goes to a group.
-    others = [r for r in RULES if r not in (multicast, dhcp) and r.service != "pxe-dhcp"]
+    others = [
+        r for r in RULES if r not in (multicast, dhcp) and r.service not in ("pxe-dhcp", "dhcpv6")
+    ]
     assert {rule.group_sender for rule in others} == {"client"}
 
 
@@ -463,14 +470,17 @@ def test_reverse_rules_swap_roles_and_only_two_way_rules_have_one() -> None:
             )
         elif not rule.bidirectional:
             assert rule.id + "-reverse" not in by_id
-    written_two_way = sum(
-        rule.bidirectional * (len(SITE_SYSTEM_ROLES) if _site_system(rule) else 1) for rule in RULES
-    )
+    written_two_way = sum(rule.bidirectional * _expands_to(rule) for rule in RULES)
     assert sum(rule.reverse for rule in in_force) == written_two_way
 
 
 def _site_system(rule: Rule) -> bool:
-    return SITE_SYSTEM in (rule.client_role, rule.server_role)
+    return any(p in (rule.client_role, rule.server_role) for p in EXPANSIONS)
+
+
+def _expands_to(rule: Rule) -> int:
+    pseudo = [p for p in EXPANSIONS if p in (rule.client_role, rule.server_role)]
+    return len(EXPANSIONS[pseudo[0]]) if pseudo else 1
 
 
 def test_site_system_becomes_each_site_system_role() -> None:
@@ -482,25 +492,30 @@ def test_site_system_becomes_each_site_system_role() -> None:
         for r in in_force
         if r.id.startswith("internet-install-site-server-to-") and r.id.endswith("-smb")
     ]
-    assert [r.server_role for r in smb] == list(SITE_SYSTEM_ROLES)
+    # "Management points and distribution points that support internet-based clients, the
+    # software update point, and the fallback status point": those four only.
+    assert [r.server_role for r in smb] == list(INTERNET_SITE_SYSTEM_ROLES)
     assert smb[0].id == "internet-install-site-server-to-management-point-smb"
     back = {
         r.client_role for r in in_force if r.id.endswith("-smb-reverse") and r.row == smb[0].row
     }
-    assert back == set(SITE_SYSTEM_ROLES)
+    assert back == set(INTERNET_SITE_SYSTEM_ROLES)
     assert all(5 in r.notes for r in in_force if r.row == smb[0].row)
-    written = sum(len(SITE_SYSTEM_ROLES) if _site_system(r) else 1 for r in RULES)
+    shares = [r.server_role for r in in_force if r.id.startswith("client-to-") and "shares" in r.id]
+    assert set(SITE_SYSTEM_ROLES) <= set(shares)
+    written = sum(_expands_to(r) for r in RULES)
     assert len(in_force) == written + sum(r.reverse for r in in_force)
 
 
 def test_rules_in_force_keep_the_written_order() -> None:
     expected = []
     for rule in RULES:
-        roles = SITE_SYSTEM_ROLES if _site_system(rule) else (SITE_SYSTEM,)
-        for role in roles:
-            expected.append(rule.id.replace(SITE_SYSTEM, role))
+        pseudo = [p for p in EXPANSIONS if p in (rule.client_role, rule.server_role)]
+        name = pseudo[0] if pseudo else SITE_SYSTEM
+        for role in EXPANSIONS[pseudo[0]] if pseudo else (SITE_SYSTEM,):
+            expected.append(rule.id.replace(name, role))
             if rule.bidirectional:
-                expected.append(rule.id.replace(SITE_SYSTEM, role) + "-reverse")
+                expected.append(rule.id.replace(name, role) + "-reverse")
     assert [rule.id for rule in rules_in_force(RULES)] == expected
 
 
