@@ -137,8 +137,9 @@ class Site:
                 {
                     "ip": address,
                     "roles": list(roles),
-                    "source": self.source if roles != (INTERNET,) else "address",
-                    "evidence": [text for role in roles for text in evidence.get(role, [])],
+                    "source": self.source,
+                    "evidence": [text for role in roles for text in evidence.get(role, [])]
+                    or (["a public address outside every role"] if roles == (INTERNET,) else []),
                 }
             )
         return out
@@ -210,6 +211,15 @@ def _networks(doc: Any, value: Any, path: tuple[Any, ...]) -> list[Network]:
             networks.append(ipaddress.ip_network(str(item), strict=False))
         except ValueError:
             raise doc.error(where, f"{item!r} is not an IP address or CIDR") from None
+        if "/" in str(item) and networks[-1].network_address != ipaddress.ip_address(
+            str(item).split("/")[0]
+        ):
+            # 10.10.0.10/24 would silently widen one host to its whole /24
+            raise doc.error(
+                where,
+                f"{item!r} has host bits set: write the host ({str(item).split('/')[0]}) or "
+                f"the network ({networks[-1]})",
+            )
     return networks
 
 
@@ -222,6 +232,8 @@ def parse_site(text: str | bytes, name: str = "site.yaml") -> Site:
     for key in data:
         if key not in SITE_KEYS:
             raise doc.error((key,), f"unknown key (expected one of {', '.join(SITE_KEYS)})")
+    if data.get("site") is not None and not isinstance(data["site"], (str, int)):
+        raise doc.error(("site",), "the site code is a single value (e.g. PS1)")
     site = Site(name=None if data.get("site") is None else str(data["site"]), path=name)
     security = data.get("security", DEFAULT_SECURITY)
     if security not in SECURITY_MODES:
@@ -291,11 +303,14 @@ _CLIENT_FACING = (
     "state-migration-point",
 )
 _CLIENT_SERVICES = ("http", "https", "client-notification")
-_WSUS = (8530, 8531)
-# Services whose flows may show a role (the others are skipped by the first pass).
-_TELLING_SERVICES = frozenset(
-    {*_SERVER_ROLE_BY_SERVICE, "multicast", "sql-service-broker", "pxe-dhcp", "http", "https"}
+# Site systems a site server configures over RPC and SMB (ports page, note 5).
+_CONFIGURED_BY_SITE_SERVER = (
+    "management-point",
+    "distribution-point",
+    "software-update-point",
+    "fallback-status-point",
 )
+_WSUS = (8530, 8531)
 
 
 def infer_site(
@@ -317,38 +332,54 @@ def infer_site(
         if len(reasons) < 3 and why not in reasons:
             reasons.append(why)
 
-    telling = _TELLING_SERVICES
+    # A port alone makes no role: only what a flow's bytes show does (a port scan answered by
+    # RST would otherwise give its target every role it probed). Services no dissector reads
+    # (Service Broker, WDS multicast) count when data went both ways or to a group.
+    c2s_data = columns["c2s_payload_len"] > 0
+    s2c_data = columns["s2c_payload_len"] > 0
+    both_ways = (c2s_data & s2c_data).tolist()
     rows = [
         row
-        for row, (service, facts, port) in enumerate(
-            zip(classified.service, classified.facts, server_port, strict=True)
+        for row, (service, facts) in enumerate(
+            zip(classified.service, classified.facts, strict=True)
         )
-        if facts or (service in telling and (service not in ("http", "https") or port in _WSUS))
+        if facts or service in ("multicast", "sql-service-broker")
     ]
     for row in rows:
         service = classified.service[row]
         evidence = classified.evidence[row]
         facts = classified.facts[row]
         flow = f"flow {ids[row]}"
-        if service == "multicast" and is_group(server[row]):
-            grant(
-                client[row],
-                "distribution-point",
-                f"sends to multicast {server[row]}:{server_port[row]} on 63000-64000 ({flow})",
-            )
-            continue
-        if service == "sql-service-broker":
-            for end in (client[row], server[row]):
+        if service == "multicast":
+            if is_group(server[row]) and c2s_data[row]:
                 grant(
-                    end,
-                    "sql-server",
-                    f"end of SQL Server Service Broker on {server_port[row]} ({flow})",
+                    client[row],
+                    "distribution-point",
+                    f"sends to multicast {server[row]}:{server_port[row]} on 63000-64000 ({flow})",
                 )
             continue
-        if service == "pxe-dhcp" and (facts.get("dhcp") or {}).get("pxe"):
-            dhcp = facts["dhcp"]
-            if "OFFER" in (dhcp.get("message_types") or []) and not is_group(server[row]):
-                grant(server[row], "distribution-point", f"answers PXE DHCP ({flow})")
+        if service == "sql-service-broker":
+            if both_ways[row]:
+                for end in (client[row], server[row]):
+                    grant(
+                        end,
+                        "sql-server",
+                        f"end of SQL Server Service Broker on {server_port[row]} ({flow})",
+                    )
+            continue
+        dhcp = facts.get("dhcp")
+        if dhcp:
+            # The server's own answer must offer a boot file: a plain DHCP server answering a
+            # relayed PXE DISCOVER is not a PXE point.
+            if (
+                dhcp.get("pxe")
+                and dhcp.get("boot_file")
+                and {"OFFER", "ACK"} & set(dhcp.get("message_types") or [])
+                and not is_group(server[row])
+            ):
+                grant(
+                    server[row], "distribution-point", f"answers PXE DHCP with a boot file ({flow})"
+                )
             continue
         http = facts.get("http")
         if http:
@@ -365,56 +396,63 @@ def infer_site(
                         "client",
                         f"requests {endpoint.prefix} from a {endpoint.role} ({flow})",
                     )
+            elif server_port[row] in _WSUS:
+                grant(
+                    server[row],
+                    "software-update-point",
+                    f"serves HTTP on {server_port[row]} ({flow})",
+                )
+            continue
+        if evidence != BY_PAYLOAD:
             continue
         role = _SERVER_ROLE_BY_SERVICE.get(service)
-        if role and (
-            evidence == BY_PAYLOAD or service in ("client-notification", "sql-service-broker")
-        ):
+        if role:
             if service == "remote-control":
                 grant(client[row], "console", f"starts remote control to {server[row]} ({flow})")
             grant(server[row], role, f"server of {service} on {server_port[row]} ({flow})")
             if role == "management-point":
                 grant(client[row], "client", f"reaches a management point on {service} ({flow})")
-        elif service in ("http", "https") and server_port[row] in _WSUS:
+        elif service == "https" and server_port[row] in _WSUS:
             grant(
-                server[row], "software-update-point", f"serves WSUS on {server_port[row]} ({flow})"
+                server[row], "software-update-point", f"serves TLS on {server_port[row]} ({flow})"
             )
 
-    # Second pass: who talks to the roles found above (each pair and service once).
-    pairs: set[tuple[str, str, str]] = set()
+    # Second pass, clients: who reaches the client-facing roles found above.
     for row in range(len(ids)):
-        if server[row] not in held:
-            continue
-        pair = (client[row], server[row], classified.service[row])
-        if pair in pairs:
-            continue
-        pairs.add(pair)
-        service = classified.service[row]
-        server_roles = held.get(server[row], {})
-        if service in _CLIENT_SERVICES and any(r in server_roles for r in _CLIENT_FACING):
-            if "client" not in held.get(client[row], {}) and not held.get(client[row]):
-                grant(
-                    client[row],
-                    "client",
-                    f"starts {service} to a site system ({'flow ' + str(ids[row])})",
-                )
-        elif (
-            service in ("smb", "rpc-epm", "rpc-dynamic")
-            and any(
-                r in server_roles
-                for r in (
-                    "management-point",
-                    "distribution-point",
-                    "software-update-point",
-                    "fallback-status-point",
-                )
-            )
-            and "client" not in held.get(client[row], {})
+        roles_there = held.get(server[row])
+        if (
+            roles_there
+            and classified.service[row] in _CLIENT_SERVICES
+            and any(r in roles_there for r in _CLIENT_FACING)
+            and not held.get(client[row])
         ):
             grant(
                 client[row],
-                "site-server",
-                f"starts {service} to a site system ({'flow ' + str(ids[row])})",
+                "client",
+                f"starts {classified.service[row]} to a site system (flow {ids[row]})",
+            )
+    # Third pass, the site server: who configures site systems over RPC (seen in the bytes),
+    # or over SMB to a site system clients do not use SMB with (not a distribution point).
+    for row in range(len(ids)):
+        roles_there = held.get(server[row])
+        if not roles_there or "client" in held.get(client[row], {}):
+            continue
+        service = classified.service[row]
+        by_rpc = (
+            service in ("rpc-epm", "rpc-dynamic")
+            and classified.protocol[row] == "dcerpc"
+            and any(r in roles_there for r in _CONFIGURED_BY_SITE_SERVER)
+        )
+        by_smb = (
+            service == "smb"
+            and classified.protocol[row] == "smb"
+            and any(
+                r in roles_there for r in _CONFIGURED_BY_SITE_SERVER if r != "distribution-point"
+            )
+        )
+        if by_rpc or by_smb:
+            grant(
+                client[row], "site-server", f"starts {service} to a site system (flow {ids[row]})"
             )
 
     site.exact_hosts = {address: set(roles) for address, roles in held.items()}

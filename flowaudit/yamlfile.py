@@ -58,8 +58,14 @@ def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str) -
         return [
             _convert(item, (*path, index), lines, name) for index, item in enumerate(node.value)
         ]
+    if node.tag == "tag:yaml.org,2002:merge":
+        raise InputError(f"{name}:{node.start_mark.line + 1}: merge keys (<<) are not supported")
     # A scalar: let the safe constructor type it (int, float, bool, null, str).
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{name}:{node.start_mark.line + 1}: {problem}") from None
 
 
 def read_yaml(text: str | bytes, name: str) -> YamlDocument:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +76,17 @@ def test_security_defaults_to_https_or_ehttp() -> None:
             "roles:\n  client: [10.0.0.1]\n  client: [10.0.0.2]\n",
             "site.yaml:3: client: given twice",
         ),
+        (
+            "roles:\n  site-server: [10.10.0.10/24]\n",
+            "site.yaml:2: roles.site-server.0: '10.10.0.10/24' has host bits set",
+        ),
+        ("site: !!int abc\n", "site.yaml:1: invalid literal"),
+        ("site: !!python/name:os.system\n", "site.yaml:1:"),
+        (
+            "roles:\n  <<: {client: [10.0.0.0/8]}\n",
+            "site.yaml:2: merge keys (<<) are not supported",
+        ),
+        ("site: [PS1, PS2]\n", "site.yaml:1: site: the site code is a single value"),
     ],
 )
 def test_errors_name_file_line_and_key(text: str, message: str) -> None:
@@ -102,4 +114,88 @@ def test_hosts_lists_only_hosts_with_roles() -> None:
     hosts = site.hosts(["10.10.0.10", "10.10.2.1", "13.107.4.50", "10.10.0.10"])
     assert [h["ip"] for h in hosts] == ["10.10.0.10", "13.107.4.50"]
     assert hosts[0]["roles"] == ["site-server"] and hosts[0]["source"] == "site"
-    assert hosts[1]["roles"] == [INTERNET] and hosts[1]["source"] == "address"
+    assert hosts[1]["roles"] == [INTERNET] and hosts[1]["source"] == "site"
+    assert hosts[1]["evidence"] == ["a public address outside every role"]
+
+
+# --- roles inferred from traffic ------------------------------------------------------------
+
+
+def _inferred(tmp_path: Path, packets: list[Any]) -> Any:
+    from flowaudit.audit import audit
+    from flowaudit.config import FlowConfig
+    from flowaudit.flows import build_flow_table
+    from tests.scapy_flows import write_capture
+
+    path = write_capture(tmp_path / "t.pcap", packets)
+    return audit(build_flow_table([path], FlowConfig()))
+
+
+def _refused(client: str, server: str, client_port: int, port: int, start: float) -> list[Any]:
+    from scapy.layers.inet import IP, TCP  # type: ignore[import-untyped]
+    from scapy.layers.l2 import Ether  # type: ignore[import-untyped]
+
+    syn = Ether() / IP(src=client, dst=server) / TCP(sport=client_port, dport=port, flags="S")
+    rst = Ether() / IP(src=server, dst=client) / TCP(sport=port, dport=client_port, flags="RA")
+    syn.time, rst.time = start, start + 0.001
+    return [syn, rst]
+
+
+def test_a_port_scan_gives_no_roles(tmp_path: Path) -> None:
+    packets = []
+    for k, port in enumerate((10123, 4022, 8530, 1433, 3268)):
+        packets += _refused("10.10.1.30", "10.10.5.5", 50000 + k, port, 1_700_000_000 + k)
+    result = _inferred(tmp_path, packets)
+    assert result.hosts == []
+    assert {flow["verdict"] for flow in result.flows} == {"unknown"}
+
+
+def test_smb_to_a_distribution_point_does_not_make_a_site_server(tmp_path: Path) -> None:
+    from tests.protobytes import http, smb, tds
+    from tests.scapy_flows import tcp_session
+
+    dp, sql, workstation = "10.10.0.13", "10.10.0.11", "10.10.1.30"
+    packets = [
+        *tcp_session(
+            "10.10.1.21",
+            dp,
+            50001,
+            80,
+            [("c", http.http_request("GET", "/SMS_DP_SMSPKG$/PS100004/setup.exe"))],
+        ),
+        *tcp_session(workstation, dp, 50002, 445, smb.smb2_conversation(), start=1_700_000_001.0),
+        *tcp_session(
+            workstation, sql, 50003, 1433, [("c", tds.tds_prelogin())], start=1_700_000_002.0
+        ),
+    ]
+    result = _inferred(tmp_path, packets)
+    roles = {host["ip"]: host["roles"] for host in result.hosts}
+    assert roles[dp] == ["distribution-point"]
+    assert "site-server" not in roles.get(workstation, [])
+    to_sql = next(flow for flow in result.flows if flow["server_port"] == 1433)
+    assert to_sql["matrix_rule"] is None
+
+
+def test_a_plain_dhcp_answer_to_a_relayed_pxe_discover_is_no_pxe_point(tmp_path: Path) -> None:
+    from tests.protobytes import dhcp
+    from tests.scapy_flows import udp_exchange
+
+    relay, dc, dp, mac = "10.10.1.1", "10.10.0.5", "10.10.0.13", "00:15:5d:01:02:03"
+    discover = dhcp.pxe_discover(mac, 0x1234)
+    plain_offer = dhcp.dhcp_message(dhcp.DHCPOFFER, 0x1234, mac)
+    pxe_offer = dhcp.pxe_offer(mac, 0x1234, server=dp, offered="10.10.1.77")
+    packets = [
+        *udp_exchange(relay, dc, 67, 67, [("c", discover), ("s", plain_offer)]),
+        *udp_exchange(relay, dp, 67, 67, [("c", discover), ("s", pxe_offer)], start=1_700_000_001),
+    ]
+    roles = {host["ip"]: host["roles"] for host in _inferred(tmp_path, packets).hosts}
+    assert "distribution-point" not in roles.get(dc, [])
+    assert roles[dp] == ["distribution-point"]
+
+
+def test_terminal_text_never_carries_controls_or_bidi_overrides() -> None:
+    from flowaudit.report.audit import clean
+
+    hostile = "GET /\x1b[2J\u202eexe.txt\u200b\x85"
+    assert clean(hostile) == "GET /\\x1b[2J\\u202eexe.txt\\u200b\\x85"
+    assert clean("mp01.contoso.local caf\u00e9 \u00a0") == "mp01.contoso.local caf\u00e9 \u00a0"

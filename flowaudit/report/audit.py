@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import unicodedata
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -25,7 +25,10 @@ CSV_FLOW_FIELDS = (
     *(name for name in FLOW_FIELDS if name not in ("client_roles", "server_roles", "facts")),
     "findings",
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Unicode categories never sent to a terminal as they are: controls (C0/C1), format
+# characters (bidi overrides, zero-width joiners), line and paragraph separators, unassigned
+# and private-use code points.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Co", "Cs"})
 
 
 def report_document(result: AuditResult) -> dict[str, Any]:
@@ -87,8 +90,20 @@ def write_csv(result: AuditResult, out: IO[str], table: str = "flows") -> None:
 
 
 def clean(text: Any) -> str:
-    """Text safe for a terminal: control characters shown as \\xNN, never sent."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """Text safe for a terminal: control and format characters (C0, C1, and Unicode's Cf,
+    Zl, Zp such as the bidi overrides that reorder what a terminal shows) as escapes."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _ESCAPED_CATEGORIES else char
+        for char in value
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _lines(result: AuditResult) -> Iterable[str]:
