@@ -669,7 +669,7 @@ def _payload_findings(
     if (
         flow["evidence"] == BY_PAYLOAD
         and service not in ("rpc-dynamic", "https", "unknown")
-        and not (flow["verdict"] == UNEXPECTED and _already(findings, "non-standard-port", flow_id))
+        and not _already(findings, "non-standard-port", flow_id)
     ):
         documented = signatures.services[service].ports.get(flow["proto"], ())
         alternate = alternate_ports(service, site.ports)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -458,7 +458,3 @@ def infer_site(
     site.exact_hosts = {address: set(roles) for address, roles in held.items()}
     site.evidence = held
     return site
-
-
-def roles_for(site: Site, addresses: Sequence[str]) -> list[tuple[str, ...]]:
-    return [site.roles_of(address) for address in addresses]
