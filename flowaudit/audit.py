@@ -44,6 +44,7 @@ from flowaudit.signatures import (
     classify,
     load_signatures,
     port_in,
+    ports_text,
     tables_sha256,
 )
 from flowaudit.site import INTERNET, SOURCE_INFERRED, Site, infer_site, is_group
@@ -124,10 +125,14 @@ class AuditResult:
     @cached_property
     def flows(self) -> list[dict[str, Any]]:
         """The flows as the report's records (made on first use: the audit keeps columns)."""
+        from flowaudit.report.flowtable import iso_times
+
         columns = dict(self.flow_columns)
         for name, values in columns.items():
             if isinstance(values, np.ndarray):
-                columns[name] = _iso(values) if values.dtype.kind == "M" else values.tolist()
+                columns[name] = (
+                    iso_times(values, "us") if values.dtype.kind == "M" else values.tolist()
+                )
         names = list(columns)
         rows = zip(*columns.values(), strict=True)
         return [dict(zip(names, row, strict=True)) for row in rows]
@@ -420,11 +425,6 @@ class _Findings:
         return findings
 
 
-def _iso(values: np.ndarray) -> list[str]:
-    text = np.datetime_as_string(values.astype("datetime64[us]"), unit="us")
-    return [f"{t}Z" for t in text.tolist()]
-
-
 @contextmanager
 def _no_cycle_collection() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while the audit builds its per-flow lists.
@@ -678,7 +678,7 @@ def _payload_findings(
                 "non-standard-port",
                 flow_id,
                 f"{where}: {service} recognised from its bytes on port {port}, documented on "
-                f"{_ports_text(documented)}",
+                f"{ports_text(documented, ', ')}",
                 **common,
             )
     http = facts.get("http")
@@ -755,10 +755,6 @@ def _payload_findings(
 
 def _already(findings: _Findings, rule_id: str, flow_id: int) -> bool:
     return rule_id in findings.by_flow.get(flow_id, ())
-
-
-def _ports_text(ports: Sequence[Any]) -> str:
-    return ", ".join(f"{p[0]}-{p[1]}" if isinstance(p, tuple) else str(p) for p in ports)
 
 
 def _http_findings(

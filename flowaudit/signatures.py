@@ -129,6 +129,15 @@ def parse_port_list(value: Any) -> tuple[PortSpec, ...] | None:
     return tuple(out) if out else None
 
 
+def ports_text(ports: Any, separator: str = " ") -> str:
+    """Ports as people write them: ``80 8530``, ``63000-64000``; ``dynamic`` for none given."""
+    if ports is None or ports == "dynamic":
+        return "dynamic"
+    return separator.join(
+        f"{p[0]}-{p[1]}" if isinstance(p, (tuple, list)) else str(p) for p in ports
+    )
+
+
 def port_in(port: int, ports: Sequence[PortSpec]) -> bool:
     for spec in ports:
         if isinstance(spec, tuple):

@@ -33,12 +33,13 @@ def time_unit(table: FlowTable) -> str:
     return "us"
 
 
-def _iso(values: Any, unit: Any) -> list[str]:
+def iso_times(values: Any, unit: Any) -> list[str]:
+    """datetime64 values as ISO 8601 UTC text (``...Z``) at ``unit`` ("us" or "ns")."""
     return [text + "Z" for text in np.datetime_as_string(values, unit=unit).tolist()]
 
 
 def _ns_iso(ns: int | None, unit: str) -> str | None:
-    return None if ns is None else _iso(np.array([ns], dtype="datetime64[ns]"), unit)[0]
+    return None if ns is None else iso_times(np.array([ns], dtype="datetime64[ns]"), unit)[0]
 
 
 def text_columns(table: FlowTable, *, payload: bool = False) -> dict[str, list[Any]]:
@@ -47,7 +48,7 @@ def text_columns(table: FlowTable, *, payload: bool = False) -> dict[str, list[A
     out: dict[str, list[Any]] = {}
     for name, values in table.columns.items():
         if name in TIME_COLUMNS:
-            out[name] = _iso(values, unit)
+            out[name] = iso_times(values, unit)
         else:
             out[name] = values.tolist() if isinstance(values, np.ndarray) else list(values)
     if payload:

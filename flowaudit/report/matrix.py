@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from flowaudit.audit import site_system_to_site_server
 from flowaudit.matrix import load_rules, rules_in_force
+from flowaudit.signatures import ports_text
 
 FIELDS = (
     "id",
@@ -42,12 +43,6 @@ def matrix_rows(site_path: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def _ports_text(ports: Any) -> str:
-    if ports == "dynamic":
-        return "dynamic"
-    return " ".join(f"{p[0]}-{p[1]}" if isinstance(p, list) else str(p) for p in ports)
-
-
 def write_matrix(site_path: str | None, fmt: str, out: IO[str]) -> None:
     rows = matrix_rows(site_path)
     if fmt == "json":
@@ -58,7 +53,7 @@ def write_matrix(site_path: str | None, fmt: str, out: IO[str]) -> None:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(FIELDS)
         for row in rows:
-            writer.writerow([_ports_text(row[k]) if k == "ports" else row[k] for k in FIELDS])
+            writer.writerow([ports_text(row[k]) if k == "ports" else row[k] for k in FIELDS])
         return
     from rich.console import Console
     from rich.table import Table
@@ -73,7 +68,7 @@ def write_matrix(site_path: str | None, fmt: str, out: IO[str]) -> None:
             row["client_role"],
             row["server_role"],
             row["proto"],
-            _ports_text(row["ports"]),
+            ports_text(row["ports"]),
             row["service"],
             "yes" if row["bidirectional"] else "",
         )
