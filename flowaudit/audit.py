@@ -21,6 +21,9 @@ Flows with the same finding rule, roles, service and port share one finding.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,6 +71,22 @@ CLIENT_FACING_ROLES = frozenset(
 )
 
 
+# What a finding or communication names instead of the port when the port changes from run to
+# run (a dynamic RPC port), or says nothing (a flow of no known service).
+DYNAMIC_PORT = "dynamic"
+
+
+def port_key(service: str | None, server_port: int | None) -> int | str | None:
+    """The port a finding or communication is matched by across runs: the server port, but
+    ``"dynamic"`` for dynamic RPC (the endpoint mapper hands out another each time) and None
+    for flows of no known service (grouped by role pair alone)."""
+    if service == "unknown":
+        return None
+    if service == "rpc-dynamic":
+        return DYNAMIC_PORT
+    return server_port
+
+
 @dataclass
 class Finding:
     id: str
@@ -82,6 +101,34 @@ class Finding:
     service: str | None = None
     server_port: int | None = None
     matrix_rule: str | None = None
+    # What else tells findings of one rule, roles, service and port apart (the endpoint of a
+    # plaintext-http finding, the TLS version of legacy-tls, ...).
+    qualifier: str | None = None
+    # Set by a baseline (``new`` or ``known``) and by an accept file (the entry that accepts it).
+    baseline: str | None = None
+    accepted: dict[str, Any] | None = None
+
+    def match(self) -> dict[str, Any]:
+        """What identifies this finding across runs: never addresses or flow ids."""
+        return {
+            "rule": self.rule,
+            "client_role": self.client_role,
+            "server_role": self.server_role,
+            "service": self.service,
+            "port": port_key(self.service, self.server_port),
+            "qualifier": self.qualifier,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable hash of ``match()`` (SARIF's partialFingerprints, baselines)."""
+        text = json.dumps(self.match(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def active(self) -> bool:
+        """Not accepted: counts for ``--fail-on`` and the summary's open findings."""
+        return self.accepted is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +144,14 @@ class Finding:
             "service": self.service,
             "server_port": self.server_port,
             "matrix_rule": self.matrix_rule,
+            "match": self.match(),
+            "fingerprint": self.fingerprint,
+            "baseline": self.baseline,
+            "accepted": self.accepted,
         }
+
+
+COMMUNICATION_KEY = ("client_role", "server_role", "proto", "service", "port", "verdict")
 
 
 @dataclass
@@ -116,6 +170,11 @@ class AuditResult:
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
     command: list[str] = field(default_factory=list)
+    # One id per run, carried by every JSONL record so that a SIEM can tell runs apart.
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Files besides the captures that decided the result: {"site"|"accept"|"baseline": {path,
+    # sha256}} (evidence: a report names every input it rests on).
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @cached_property
     def hosts(self) -> list[dict[str, Any]]:
@@ -137,22 +196,77 @@ class AuditResult:
         rows = zip(*columns.values(), strict=True)
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    @cached_property
+    def communications(self) -> list[dict[str, Any]]:
+        """The flows folded by role pair, transport, service, port and verdict: what the role x
+        role picture shows and what ``flowaudit diff`` compares (never addresses)."""
+        columns = self.flow_columns
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        rows = zip(
+            columns["client_role"],
+            columns["server_role"],
+            columns["proto"],
+            columns["service"],
+            columns["server_port"],
+            columns["verdict"],
+            columns["plaintext"],
+            columns["matrix_rule"],
+            columns["id"],
+            columns["packets"],
+            columns["bytes"],
+            strict=True,
+        )
+        for client_role, server_role, proto, service, port, verdict, plain, rule, *rest in rows:
+            key = (client_role, server_role, proto, service, port_key(service, port), verdict)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = dict(zip(COMMUNICATION_KEY, key, strict=True))
+                group.update(
+                    plaintext=False, matrix_rule=rule, flows=0, packets=0, bytes=0, flow_ids=[]
+                )
+            flow_id, packets, size = rest
+            group["plaintext"] = group["plaintext"] or bool(plain)
+            group["flows"] += 1
+            group["packets"] += int(packets)
+            group["bytes"] += int(size)
+            group["flow_ids"].append(int(flow_id))
+        return sorted(groups.values(), key=communication_order)
+
     def summary(self) -> dict[str, Any]:
-        by_severity = Counter(f.severity for f in self.findings)
+        active = [f for f in self.findings if f.active]
+        by_severity = Counter(f.severity for f in active)
         verdicts = Counter(self.flow_columns["verdict"])
         return {
             "flows": len(self.flow_columns["id"]),
             "other_flows": self.other_flows,
             "verdicts": {v: verdicts.get(v, 0) for v in VERDICTS},
             "services": dict(Counter(self.flow_columns["service"]).most_common()),
-            "rules": dict(Counter(f.rule for f in self.findings).most_common()),
+            "rules": dict(Counter(f.rule for f in active).most_common()),
             "severities": {s: by_severity.get(s, 0) for s in reversed(SEVERITIES)},
+            "findings": len(active),
+            "accepted": len(self.findings) - len(active),
+            "new": sum(1 for f in active if f.baseline == "new"),
+            "known": sum(1 for f in active if f.baseline == "known"),
             "roles_inferred": self.site.source == SOURCE_INFERRED,
         }
 
-    def worst_severity(self) -> str | None:
-        ranks = [SEVERITIES.index(f.severity) for f in self.findings]
+    def worst_severity(self, *, new_only: bool = False) -> str | None:
+        """The highest severity of the findings that count: not accepted (and, with
+        ``new_only``, not ``known`` from a baseline)."""
+        ranks = [
+            SEVERITIES.index(f.severity)
+            for f in self.findings
+            if f.active and not (new_only and f.baseline == "known")
+        ]
         return SEVERITIES[max(ranks)] if ranks else None
+
+
+def communication_order(group: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Unexpected first, then by roles, transport, service and port (as text)."""
+    return (
+        VERDICTS.index(group["verdict"]) if group["verdict"] != UNEXPECTED else -1,
+        *(str(group[name]) for name in COMMUNICATION_KEY[:5]),
+    )
 
 
 JudgeKey = tuple[str, str, int, bool, tuple[str, ...], tuple[str, ...], bool, bool]
@@ -387,9 +501,17 @@ class _Findings:
         matrix_rule: str | None = None,
         reference: str | None = None,
     ) -> None:
-        # Flows of no known service group by role pair alone, not one finding per port.
-        port_key = server_port if service != "unknown" else None
-        group_key = (rule_id, severity, client_role, server_role, service, port_key, *key)
+        # Flows of no known service group by role pair alone, not one finding per port, and
+        # dynamic RPC by "dynamic", not one finding per port the endpoint mapper handed out.
+        group_key = (
+            rule_id,
+            severity,
+            client_role,
+            server_role,
+            service,
+            port_key(service, server_port),
+            *key,
+        )
         finding = self.groups.get(group_key)
         if finding is None:
             spec = self.signatures.findings[rule_id]
@@ -406,6 +528,7 @@ class _Findings:
                 service=service,
                 server_port=server_port,
                 matrix_rule=matrix_rule,
+                qualifier="/".join(str(part) for part in key) if key else None,
             )
             self.groups[group_key] = finding
         rules = self.by_flow.setdefault(flow_id, set())
@@ -805,9 +928,12 @@ def _http_findings(
     )
 
 
-def severity_at_least(result: AuditResult, threshold: str) -> bool:
-    """Whether a finding reaches ``threshold`` (``never``: no finding does)."""
+def severity_at_least(result: AuditResult, threshold: str, *, new_only: bool = False) -> bool:
+    """Whether a finding that counts reaches ``threshold`` (``never``: no finding does).
+
+    Accepted findings never count; with ``new_only``, neither do findings a baseline knew.
+    """
     if threshold == "never":
         return False
-    worst = result.worst_severity()
+    worst = result.worst_severity(new_only=new_only)
     return worst is not None and SEVERITIES.index(worst) >= SEVERITIES.index(threshold)

@@ -184,6 +184,7 @@ def _read_captures(
 
 
 SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
+AUDIT_FORMAT_NAMES = ["table", "json", "jsonl", "csv", "html", "sarif"]
 
 
 @cli.command()
@@ -192,18 +193,17 @@ SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "csv"]),
+    type=click.Choice(AUDIT_FORMAT_NAMES),
     default="table",
     show_default=True,
     help="Output format.",
 )
 @click.option(
     "--table",
-    "csv_table",
+    "table_choice",
     type=click.Choice(["flows", "findings"]),
-    default="flows",
-    show_default=True,
-    help="With --format csv: which table to write.",
+    default=None,
+    help="CSV: which table to write (default flows); terminal: 'flows' adds every flow.",
 )
 @click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
 @click.option(
@@ -213,15 +213,36 @@ SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
     show_default=True,
     help="Exit 1 when a finding has at least this severity (never: always exit 0).",
 )
+@click.option(
+    "--baseline",
+    "baseline_path",
+    default=None,
+    help="An earlier JSON report: mark each finding new or known.",
+)
+@click.option(
+    "--fail-on-new",
+    is_flag=True,
+    default=False,
+    help="With --baseline: only new findings decide the exit code.",
+)
+@click.option(
+    "--accept",
+    "accept_path",
+    default=None,
+    help="YAML of accepted findings (rule, match, justification, expires).",
+)
 @click.option("--sha256/--no-sha256", default=True, help="Hash each capture (evidence).")
 @_flow_options
 def analyze(
     captures: tuple[str, ...],
     site_path: str | None,
     fmt: str,
-    csv_table: str,
+    table_choice: str | None,
     output: str | None,
     fail_on: str,
+    baseline_path: str | None,
+    fail_on_new: bool,
+    accept_path: str | None,
     sha256: bool,
     engine: str,
     payload_bytes: int,
@@ -229,23 +250,83 @@ def analyze(
 ) -> int:
     """Classify every flow of a capture set and judge it against the ports matrix."""
     from flowaudit.audit import audit, severity_at_least
+    from flowaudit.baseline import apply_accept, load_accept, load_report, mark_baseline
+    from flowaudit.report import ReportOptions, audit_writer
     from flowaudit.site import load_site
 
-    site = load_site(site_path) if site_path else None  # a bad site file fails before reading
+    if fail_on_new and baseline_path is None:
+        raise UsageError("--fail-on-new needs --baseline")
+    # Every input file is read before the capture, so that a bad one fails at once.
+    site = load_site(site_path) if site_path else None
+    baseline = load_report(baseline_path) if baseline_path else None
+    accept = load_accept(accept_path) if accept_path else None
     table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
     result = audit(table, site)
     result.command = ["flowaudit", *sys.argv[1:]]
-    from flowaudit.report import audit as report
-
+    if baseline is not None:
+        mark_baseline(result, baseline)
+    if accept is not None:
+        for warning in apply_accept(result, accept):
+            _stderr_line(f"warning: {warning}")
+    write = audit_writer(fmt)
     with _output(output, binary=False) as out:
-        if fmt == "json":
-            report.write_json(result, out)
-        elif fmt == "csv":
-            report.write_csv(result, out, csv_table)
-        else:
-            color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-            report.write_table(result, out, color=color)
-    return 1 if severity_at_least(result, fail_on) else 0
+        color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        write(result, out, ReportOptions(color=color and fmt == "table", table=table_choice))
+    return 1 if severity_at_least(result, fail_on, new_only=fail_on_new) else 0
+
+
+@cli.command()
+@click.argument("report", type=click.Path(dir_okay=False))
+def verify(report: str) -> int:
+    """Re-hash the captures and files a JSON report names: exit 0 if all still match, else 1."""
+    from flowaudit.baseline import load_report
+    from flowaudit.evidence import verified, verify_report
+
+    checks = verify_report(load_report(report), Path(report))
+    for check in checks:
+        click.echo(check.line)
+    good = verified(checks)
+    click.echo(f"{report}: evidence {'matches' if good else 'does NOT match'}")
+    return 0 if good else 1
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+def diff(old: str, new: str, fmt: str) -> int:
+    """Findings and role-pair communications that appeared or disappeared between two JSON
+    reports (matched by rule, roles, service and port; never by address or flow id).
+    Exit 0 when nothing changed, 1 when something did."""
+    import json
+
+    from flowaudit.baseline import diff_is_empty, diff_lines, diff_reports, load_report
+    from flowaudit.report.terminal import clean
+
+    changes = diff_reports(load_report(old), load_report(new))
+    if fmt == "json":
+        click.echo(json.dumps(changes, indent=1))
+    else:
+        for line in diff_lines(changes):
+            click.echo(clean(line))
+        if diff_is_empty(changes):
+            click.echo("no differences")
+    return 0 if diff_is_empty(changes) else 1
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the analyze report (flowaudit/report/v1)."""
+    from flowaudit.report.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
 
 
 @cli.command()

@@ -183,6 +183,8 @@ class FindingRule:
     severity: str
     title: str
     reference: str
+    url: str
+    help: str
 
 
 @dataclass(frozen=True)
@@ -290,10 +292,19 @@ def _load_findings(doc: YamlDocument) -> tuple[dict[str, FindingRule], dict[str,
     for rule_id, entry in _mapping(doc, top["rules"], ("rules",)).items():
         path = ("rules", rule_id)
         entry = _mapping(doc, entry, path)
-        _keys(doc, entry, path, ["severity", "title", "reference"])
+        _keys(doc, entry, path, ["severity", "title", "reference", "url", "help"])
         if entry["severity"] not in SEVERITIES:
             raise doc.error((*path, "severity"), f"must be one of {', '.join(SEVERITIES)}")
-        rules[rule_id] = FindingRule(rule_id, entry["severity"], entry["title"], entry["reference"])
+        if not str(entry["url"]).startswith("https://"):
+            raise doc.error((*path, "url"), "must be an https:// address")
+        rules[rule_id] = FindingRule(
+            rule_id,
+            entry["severity"],
+            entry["title"],
+            entry["reference"],
+            entry["url"],
+            entry["help"],
+        )
     severity = {}
     for kind, value in _mapping(doc, top["plaintext_severity"], ("plaintext_severity",)).items():
         if kind not in CARRIES or value not in SEVERITIES:

@@ -1,0 +1,353 @@
+"""Findings held against earlier runs and accepted risks: baselines, accept files and diffs.
+
+A finding is matched across runs by what it says, never by addresses or flow ids: its rule,
+roles, service, port (``dynamic`` for dynamic RPC) and qualifier (``Finding.match``). A
+communication is matched by role pair, transport, service, port and verdict.
+
+* ``--baseline OLD.json``: each finding of the new run is ``known`` (the old report had one with
+  the same match) or ``new``.
+* ``--accept FILE``: entries of rule, match, justification and optional expiry; a finding they
+  match is accepted: kept in every report with the justification, but it no longer fails the
+  run. An expired entry accepts nothing and says so.
+* ``flowaudit diff OLD.json NEW.json``: findings and communications that appeared or went away.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowaudit.audit import COMMUNICATION_KEY, DYNAMIC_PORT, AuditResult, Finding
+from flowaudit.errors import InputError
+from flowaudit.matrix import ROLES
+from flowaudit.signatures import SEVERITIES, load_signatures
+from flowaudit.site import INTERNET
+from flowaudit.yamlfile import YamlDocument, read_yaml
+
+SCHEMA = "flowaudit/report/v1"
+ACCEPT_KEYS = ("rule", "match", "justification", "expires")
+# What an accept entry's match may name; addresses and networks must hold every flow's end.
+MATCH_KEYS = ("client_role", "server_role", "service", "port", "qualifier", "client", "server")
+FINDING_MATCH = ("rule", "client_role", "server_role", "service", "port", "qualifier")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def file_evidence(path: str | Path, raw: bytes) -> dict[str, Any]:
+    return {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A JSON report of ``flowaudit analyze``; anything else is one error naming the file."""
+    raw = _read(path, "report")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise InputError(f"{path}: not a flowaudit report (schema {SCHEMA!r} expected)")
+    for name in ("captures", "findings", "communications"):
+        if not isinstance(document.get(name), list):
+            raise InputError(f"{path}: {name}: missing or not a list")
+    for index, finding in enumerate(document["findings"]):
+        if not isinstance(finding, dict) or not isinstance(finding.get("match"), dict):
+            raise InputError(f"{path}: findings.{index}: no match (a report of flowaudit 0.1?)")
+    document["_evidence"] = file_evidence(path, raw)
+    return document
+
+
+def _finding_key(match: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(match.get(name) for name in FINDING_MATCH)
+
+
+def _communication_key(group: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(group.get(name) for name in COMMUNICATION_KEY)
+
+
+def mark_baseline(result: AuditResult, old: Mapping[str, Any]) -> None:
+    """Mark each finding ``known`` (the old report had its match) or ``new``."""
+    known = {_finding_key(finding["match"]) for finding in old["findings"]}
+    for finding in result.findings:
+        finding.baseline = "known" if _finding_key(finding.match()) in known else "new"
+    evidence = dict(old["_evidence"], run_id=old.get("run_id"))
+    result.inputs["baseline"] = evidence
+
+
+# --- accept files ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """One entry of an accept file."""
+
+    index: int
+    rule: str
+    match: dict[str, Any]
+    justification: str
+    expires: dt.date | None
+    line: int | None
+    networks: dict[str, list[Network]] = field(default_factory=dict)
+
+    def matches(self, finding: Finding, flows: Mapping[int, Mapping[str, Any]]) -> bool:
+        if finding.rule != self.rule and self.rule != "*":
+            return False
+        found = finding.match()
+        for name, wanted in self.match.items():
+            if name in ("client", "server"):
+                continue
+            if name == "port":
+                if not _port_matches(wanted, found["port"]):
+                    return False
+            elif found.get(name) != wanted:
+                return False
+        for end, networks in self.networks.items():
+            for flow_id in finding.flow_ids:
+                address = ipaddress.ip_address(flows[flow_id][end])
+                if not any(address.version == n.version and address in n for n in networks):
+                    return False
+        return True
+
+    def record(self, source: str) -> dict[str, Any]:
+        return {
+            "justification": self.justification,
+            "expires": self.expires.isoformat() if self.expires else None,
+            "file": source,
+            "entry": self.index,
+            "line": self.line,
+        }
+
+
+def _port_matches(wanted: Any, port: Any) -> bool:
+    if isinstance(wanted, list):
+        return isinstance(port, int) and wanted[0] <= port <= wanted[1]
+    return bool(wanted == port)
+
+
+@dataclass(frozen=True)
+class AcceptFile:
+    path: str
+    entries: tuple[Acceptance, ...]
+    evidence: dict[str, Any]
+
+
+def parse_accept(text: str | bytes, name: str = "accept.yaml") -> tuple[Acceptance, ...]:
+    """The entries of an accept file::
+
+        accept:
+          - rule: smb-signing-not-required
+            match: {client_role: site-server, server_role: distribution-point, port: 445}
+            justification: "CHG-1234: legacy DP, signing enforced after the 2027 refresh"
+            expires: 2027-06-30
+
+    Every error is one line naming the file, line and key.
+    """
+    doc = read_yaml(text, name)
+    if not isinstance(doc.data, dict) or set(doc.data) != {"accept"}:
+        raise doc.error((), "expected one key, 'accept', with a list of entries")
+    entries = doc.data["accept"]
+    if not isinstance(entries, list):
+        raise doc.error(("accept",), "must be a list of entries")
+    rules = load_signatures().findings
+    return tuple(_acceptance(doc, index, entry, rules) for index, entry in enumerate(entries))
+
+
+def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, Any]) -> Acceptance:
+    path: tuple[Any, ...] = ("accept", index)
+    if not isinstance(entry, dict):
+        raise doc.error(path, "an entry must be a mapping of rule, match, justification, expires")
+    for key in entry:
+        if key not in ACCEPT_KEYS:
+            raise doc.error((*path, key), f"unknown key (expected {', '.join(ACCEPT_KEYS)})")
+    rule = entry.get("rule")
+    if not isinstance(rule, str) or (rule != "*" and rule not in rules):
+        raise doc.error((*path, "rule"), f"unknown rule {rule!r} (one of {', '.join(rules)})")
+    justification = entry.get("justification")
+    if not isinstance(justification, str) or not justification.strip():
+        raise doc.error((*path, "justification"), "a justification (text) is required")
+    expires = entry.get("expires")
+    if expires is not None and not isinstance(expires, dt.date):
+        raise doc.error((*path, "expires"), "must be a date (YYYY-MM-DD)")
+    if isinstance(expires, dt.datetime):
+        expires = expires.date()
+    match = entry.get("match", {})
+    if not isinstance(match, dict):
+        raise doc.error((*path, "match"), f"must be a mapping of {', '.join(MATCH_KEYS)}")
+    networks: dict[str, list[Network]] = {}
+    for key, value in match.items():
+        where = (*path, "match", key)
+        if key not in MATCH_KEYS:
+            raise doc.error(where, f"unknown key (expected {', '.join(MATCH_KEYS)})")
+        if key in ("client_role", "server_role") and value not in (*ROLES, INTERNET, None):
+            raise doc.error(where, f"unknown role {value!r}")
+        if key == "port" and not _valid_port(value):
+            raise doc.error(where, f"a port, [low, high] or {DYNAMIC_PORT!r}, not {value!r}")
+        if key in ("client", "server"):
+            networks[key] = _networks(doc, where, value)
+    return Acceptance(
+        index=index,
+        rule=rule,
+        match={k: v for k, v in match.items() if k not in ("client", "server")},
+        justification=justification.strip(),
+        expires=expires,
+        line=doc.line(path),
+        networks=networks,
+    )
+
+
+def _valid_port(value: Any) -> bool:
+    def port(number: Any) -> bool:
+        return isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= 65535
+
+    if isinstance(value, list):
+        return len(value) == 2 and all(port(n) for n in value) and value[0] <= value[1]
+    return value in (DYNAMIC_PORT, None) or port(value)
+
+
+def _networks(doc: YamlDocument, where: tuple[Any, ...], value: Any) -> list[Network]:
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for item in values:
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=True))
+        except ValueError:
+            raise doc.error(where, f"{item!r} is not an IP address or CIDR") from None
+    return out
+
+
+def load_accept(path: str | Path) -> AcceptFile:
+    raw = _read(path, "accept file")
+    return AcceptFile(str(path), parse_accept(raw, str(path)), file_evidence(path, raw))
+
+
+def apply_accept(
+    result: AuditResult, accept: AcceptFile, today: dt.date | None = None
+) -> list[str]:
+    """Accept the findings the file's entries match; return warnings (expired or unused
+    entries) for stderr."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    flows = (
+        {flow["id"]: flow for flow in result.flows}
+        if any(entry.networks for entry in accept.entries)
+        else {}
+    )
+    warnings = []
+    used: set[int] = set()
+    for entry in accept.entries:
+        expired = entry.expires is not None and entry.expires < today
+        hits = [f for f in result.findings if f.accepted is None and entry.matches(f, flows)]
+        where = f"{accept.path}:{entry.line}" if entry.line else accept.path
+        if expired:
+            if hits:
+                warnings.append(
+                    f"{where}: the acceptance of {entry.rule} expired on "
+                    f"{entry.expires}: {len(hits)} finding(s) count again"
+                )
+            continue
+        for finding in hits:
+            finding.accepted = entry.record(accept.path)
+            used.add(entry.index)
+    for entry in accept.entries:
+        if entry.index not in used and not (entry.expires and entry.expires < today):
+            where = f"{accept.path}:{entry.line}" if entry.line else accept.path
+            warnings.append(f"{where}: accept entry {entry.index} ({entry.rule}) matched nothing")
+    result.inputs["accept"] = accept.evidence
+    return warnings
+
+
+# --- diff -----------------------------------------------------------------------------------
+
+
+def _label(group: Mapping[str, Any]) -> str:
+    port = group.get("port")
+    return (
+        f"{group.get('client_role') or 'no role'} -> {group.get('server_role') or 'no role'} "
+        f"{group.get('proto')} {group.get('service')}" + (f" {port}" if port is not None else "")
+    )
+
+
+def diff_reports(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Findings and communications that appeared or went away between two reports, and the
+    communications that became unexpected (matched without their verdict)."""
+    old_findings = {_finding_key(f["match"]): f for f in old["findings"]}
+    new_findings = {_finding_key(f["match"]): f for f in new["findings"]}
+    old_comms = {_communication_key(c): c for c in old["communications"]}
+    new_comms = {_communication_key(c): c for c in new["communications"]}
+
+    def finding_row(finding: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            **finding["match"],
+            "severity": finding["severity"],
+            "title": finding["title"],
+            "flows": len(finding["flow_ids"]),
+            "accepted": finding.get("accepted") is not None,
+        }
+
+    def comm_row(group: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            **{name: group.get(name) for name in COMMUNICATION_KEY},
+            "flows": group.get("flows"),
+            "plaintext": group.get("plaintext"),
+        }
+
+    was_unexpected = {key[:5] for key in old_comms if key[5] == "unexpected"}
+    order = SEVERITIES.index
+    appeared = [finding_row(new_findings[k]) for k in new_findings if k not in old_findings]
+    gone = [finding_row(old_findings[k]) for k in old_findings if k not in new_findings]
+    appeared.sort(key=lambda row: -order(row["severity"]))
+    gone.sort(key=lambda row: -order(row["severity"]))
+    return {
+        "old": {"run_id": old.get("run_id"), "generated_at": old.get("generated_at")},
+        "new": {"run_id": new.get("run_id"), "generated_at": new.get("generated_at")},
+        "findings": {"appeared": appeared, "disappeared": gone},
+        "communications": {
+            "appeared": [comm_row(new_comms[k]) for k in new_comms if k not in old_comms],
+            "disappeared": [comm_row(old_comms[k]) for k in old_comms if k not in new_comms],
+            "became_unexpected": [
+                comm_row(new_comms[k])
+                for k in new_comms
+                if k[5] == "unexpected" and k[:5] not in was_unexpected
+            ],
+        },
+    }
+
+
+def diff_is_empty(diff: Mapping[str, Any]) -> bool:
+    return not any(rows for part in ("findings", "communications") for rows in diff[part].values())
+
+
+def diff_lines(diff: Mapping[str, Any]) -> list[str]:
+    """The diff as text lines (``+`` appeared, ``-`` disappeared, ``!`` became unexpected)."""
+    lines = []
+    for row in diff["findings"]["appeared"]:
+        lines.append(
+            f"+ finding {row['severity']} {row['rule']}: {_label(row)}"
+            + (f" [{row['qualifier']}]" if row.get("qualifier") else "")
+        )
+    for row in diff["findings"]["disappeared"]:
+        lines.append(
+            f"- finding {row['severity']} {row['rule']}: {_label(row)}"
+            + (f" [{row['qualifier']}]" if row.get("qualifier") else "")
+        )
+    for row in diff["communications"]["became_unexpected"]:
+        lines.append(f"! now unexpected: {_label(row)} ({row['flows']} flows)")
+    for row in diff["communications"]["appeared"]:
+        lines.append(f"+ communication {row['verdict']}: {_label(row)} ({row['flows']} flows)")
+    for row in diff["communications"]["disappeared"]:
+        lines.append(f"- communication {row['verdict']}: {_label(row)} ({row['flows']} flows)")
+    return lines

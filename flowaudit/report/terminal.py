@@ -1,0 +1,224 @@
+"""The terminal view of an ``AuditResult``: a one-screen summary, then the findings by severity
+with their flows, the unexpected role pairs, and (``--table flows``) every flow.
+
+Text from the capture is hostile: control and format characters are shown escaped, and every
+cell is a rich ``Text`` (never read as markup). Colour only when asked for (the command gives
+none when stdout is not a terminal or ``NO_COLOR`` is set).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from flowaudit.audit import UNEXPECTED, AuditResult, Finding
+from flowaudit.report import ReportOptions
+
+# Unicode categories never sent to a terminal as they are: controls (C0/C1), format
+# characters (bidi overrides, zero-width joiners), line and paragraph separators, unassigned
+# and private-use code points.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Co", "Cs"})
+SEVERITY_STYLES = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "medium": "yellow",
+    "low": "cyan",
+    "info": "dim",
+}
+VERDICT_STYLES = {"expected": "green", "unexpected": "bold red", "unknown": "dim"}
+FLOWS_PER_FINDING = 5
+
+
+def clean(text: Any) -> str:
+    """Text safe for a terminal: control and format characters (C0, C1, and Unicode's Cf,
+    Zl, Zp such as the bidi overrides that reorder what a terminal shows) as escapes."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _ESCAPED_CATEGORIES else char
+        for char in value
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def endpoint(address: str, port: Any) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def flow_line(flow: Mapping[str, Any]) -> str:
+    """client -> server:port proto service (client role -> server role)."""
+    return (
+        f"{flow['client']} -> {endpoint(flow['server'], flow['server_port'])} {flow['proto']} "
+        f"{flow['service']}{' (plaintext)' if flow['plaintext'] else ''} "
+        f"({flow['client_role'] or 'no role'} -> {flow['server_role'] or 'no role'})"
+    )
+
+
+def _span(first: str | None, last: str | None) -> str:
+    return f"{first} .. {last}" if first and last else "no packets"
+
+
+def _summary_lines(result: AuditResult) -> Iterable[tuple[str, str]]:
+    """(text, style) lines of the one-screen summary."""
+    summary = result.summary()
+    from flowaudit.report.flowtable import capture_dicts
+
+    for info in capture_dicts(result.captures):
+        yield (
+            f"{info['path']}: {info['format'] or '?'}, {info['packets']} packets, "
+            f"{info['bytes']} bytes, {_span(info['first_seen'], info['last_seen'])}",
+            "",
+        )
+        for warning in info["warnings"]:
+            yield f"  warning: {warning}", "yellow"
+    site = result.site
+    if site.source == "inferred":
+        yield "roles: inferred from the traffic (no site file)", "yellow"
+    else:
+        yield f"site: {site.name or '-'} ({site.path}), security {site.security}", ""
+    verdicts = ", ".join(f"{count} {name}" for name, count in summary["verdicts"].items())
+    other = f"; {summary['other_flows']} of other protocols" if summary["other_flows"] else ""
+    yield f"flows: {summary['flows']} ({verdicts}){other}", ""
+    severities = ", ".join(
+        f"{count} {name}" for name, count in summary["severities"].items() if count
+    )
+    line = f"findings: {summary['findings']}" + (f" ({severities})" if severities else "")
+    extra = [
+        f"{summary[name]} {name}" for name in ("new", "known", "accepted") if summary[name]
+    ]
+    if extra:
+        line += "; " + ", ".join(extra)
+    yield line, ""
+
+
+def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    color = options.color if options is not None else False
+    console = Console(
+        file=out,
+        no_color=not color,
+        force_terminal=color,
+        highlight=False,
+        width=None if color else 160,
+    )
+
+    def text(value: Any, style: str = "") -> Text:
+        return Text(clean(value), style=style)
+
+    for line, style in _summary_lines(result):
+        console.print(text(line, style))
+    if result.hosts:
+        hosts = Table(title="roles", box=None, pad_edge=False, title_justify="left")
+        for title in ("ip", "roles", "source"):
+            hosts.add_column(title, overflow="fold")
+        for host in result.hosts:
+            hosts.add_row(
+                *(text(value) for value in (host["ip"], ", ".join(host["roles"]), host["source"]))
+            )
+        console.print(hosts)
+    flows_by_id = {flow["id"]: flow for flow in result.flows} if result.findings else {}
+    active = [finding for finding in result.findings if finding.active]
+    accepted = [finding for finding in result.findings if not finding.active]
+    if active:
+        console.print(text("findings", "bold"))
+        for finding in active:
+            _print_finding(console, finding, flows_by_id, text)
+    pairs = [c for c in result.communications if c["verdict"] == UNEXPECTED]
+    if pairs:
+        view = Table(
+            title="unexpected role pairs", box=None, pad_edge=False, title_justify="left"
+        )
+        for title in ("client role", "server role", "proto", "service", "port", "flows"):
+            view.add_column(title, overflow="fold")
+        for pair in pairs:
+            view.add_row(
+                *(
+                    text(value if value is not None else "?")
+                    for value in (
+                        pair["client_role"],
+                        pair["server_role"],
+                        pair["proto"],
+                        pair["service"],
+                        pair["port"],
+                        pair["flows"],
+                    )
+                )
+            )
+        console.print(view)
+    if accepted:
+        view = Table(title="accepted findings", box=None, pad_edge=False, title_justify="left")
+        for title in ("id", "severity", "rule", "flows", "justification", "expires"):
+            view.add_column(title, overflow="fold")
+        for finding in accepted:
+            why = finding.accepted or {}
+            view.add_row(
+                *(
+                    text(value)
+                    for value in (
+                        finding.id,
+                        finding.severity,
+                        finding.rule,
+                        len(finding.flow_ids),
+                        why.get("justification", ""),
+                        why.get("expires") or "-",
+                    )
+                )
+            )
+        console.print(view)
+    if options is not None and options.table == "flows":
+        _print_flows(console, result, text)
+
+
+def _print_finding(
+    console: Any, finding: Finding, flows_by_id: Mapping[int, Mapping[str, Any]], text: Any
+) -> None:
+    head = text(f"{finding.id} ", "bold")
+    head.append(text(f"{finding.severity.upper():<8}", SEVERITY_STYLES.get(finding.severity, "")))
+    head.append(text(f" {finding.rule}"))
+    if finding.baseline:
+        head.append(text(f" [{finding.baseline}]", "bold" if finding.baseline == "new" else "dim"))
+    head.append(text(f"  {finding.title}", "dim"))
+    console.print(head)
+    console.print(text(f"    {finding.detail}"))
+    for flow_id in finding.flow_ids[:FLOWS_PER_FINDING]:
+        flow = flows_by_id[flow_id]
+        console.print(
+            text(
+                f"      flow {flow_id}: {flow_line(flow)}, {flow['first_seen']}, "
+                f"frames {flow['first_frame']}-{flow['last_frame']}"
+            )
+        )
+    if len(finding.flow_ids) > FLOWS_PER_FINDING:
+        console.print(
+            text(f"      ... and {len(finding.flow_ids) - FLOWS_PER_FINDING} more flows", "dim")
+        )
+
+
+def _print_flows(console: Any, result: AuditResult, text: Any) -> None:
+    from rich.table import Table
+
+    flows = Table(title="flows", box=None, pad_edge=False, title_justify="left")
+    for title in ("id", "proto", "client", "server", "service", "roles", "verdict", "rule"):
+        flows.add_column(title, overflow="fold")
+    for flow in result.flows:
+        roles = f"{flow['client_role'] or '?'} -> {flow['server_role'] or '?'}"
+        flows.add_row(
+            text(flow["id"]),
+            text(flow["proto"]),
+            text(endpoint(flow["client"], flow["client_port"])),
+            text(endpoint(flow["server"], flow["server_port"])),
+            text(flow["service"] + (" (plaintext)" if flow["plaintext"] else "")),
+            text(roles),
+            text(flow["verdict"], VERDICT_STYLES.get(flow["verdict"], "")),
+            text(flow["matrix_rule"] or ""),
+        )
+    console.print(flows)
