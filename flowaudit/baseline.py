@@ -33,7 +33,17 @@ from flowaudit.yamlfile import YamlDocument, read_yaml
 SCHEMA = "flowaudit/report/v1"
 ACCEPT_KEYS = ("rule", "match", "justification", "expires")
 # What an accept entry's match may name; addresses and networks must hold every flow's end.
-MATCH_KEYS = ("client_role", "server_role", "service", "port", "qualifier", "client", "server")
+# A finding's ``match`` from a report may be pasted as it is (its ``rule`` must then agree).
+MATCH_KEYS = (
+    "rule",
+    "client_role",
+    "server_role",
+    "service",
+    "port",
+    "qualifier",
+    "client",
+    "server",
+)
 FINDING_MATCH = ("rule", "client_role", "server_role", "service", "port", "qualifier")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -193,6 +203,8 @@ def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, A
         where = (*path, "match", key)
         if key not in MATCH_KEYS:
             raise doc.error(where, f"unknown key (expected {', '.join(MATCH_KEYS)})")
+        if key == "rule" and value != rule:
+            raise doc.error(where, f"{value!r} is not the entry's rule {rule!r}")
         if key in ("client_role", "server_role") and value not in (*ROLES, INTERNET, None):
             raise doc.error(where, f"unknown role {value!r}")
         if key == "port" and not _valid_port(value):
@@ -202,7 +214,7 @@ def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, A
     return Acceptance(
         index=index,
         rule=rule,
-        match={k: v for k, v in match.items() if k not in ("client", "server")},
+        match={k: v for k, v in match.items() if k not in ("rule", "client", "server")},
         justification=justification.strip(),
         expires=expires,
         line=doc.line(path),
@@ -273,12 +285,15 @@ def apply_accept(
 # --- diff -----------------------------------------------------------------------------------
 
 
-def _label(group: Mapping[str, Any]) -> str:
-    port = group.get("port")
-    return (
-        f"{group.get('client_role') or 'no role'} -> {group.get('server_role') or 'no role'} "
-        f"{group.get('proto')} {group.get('service')}" + (f" {port}" if port is not None else "")
-    )
+def _label(row: Mapping[str, Any]) -> str:
+    """client role -> server role [proto] service [port] (a finding's match has no proto)."""
+    parts = [
+        f"{row.get('client_role') or 'no role'} -> {row.get('server_role') or 'no role'}",
+        row.get("proto"),
+        row.get("service"),
+        row.get("port"),
+    ]
+    return " ".join(str(part) for part in parts if part is not None)
 
 
 def diff_reports(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -332,22 +347,23 @@ def diff_is_empty(diff: Mapping[str, Any]) -> bool:
 
 
 def diff_lines(diff: Mapping[str, Any]) -> list[str]:
-    """The diff as text lines (``+`` appeared, ``-`` disappeared, ``!`` became unexpected)."""
+    """The diff as text lines: ``+`` appeared, ``-`` disappeared, ``!`` a communication that
+    became unexpected (not repeated among those that appeared)."""
     lines = []
-    for row in diff["findings"]["appeared"]:
-        lines.append(
-            f"+ finding {row['severity']} {row['rule']}: {_label(row)}"
-            + (f" [{row['qualifier']}]" if row.get("qualifier") else "")
-        )
-    for row in diff["findings"]["disappeared"]:
-        lines.append(
-            f"- finding {row['severity']} {row['rule']}: {_label(row)}"
-            + (f" [{row['qualifier']}]" if row.get("qualifier") else "")
-        )
-    for row in diff["communications"]["became_unexpected"]:
+    for sign, part in (("+", "appeared"), ("-", "disappeared")):
+        for row in diff["findings"][part]:
+            qualifier = f" [{row['qualifier']}]" if row.get("qualifier") else ""
+            lines.append(
+                f"{sign} finding {row['severity']} {row['rule']}: {_label(row)}{qualifier}"
+            )
+    communications = diff["communications"]
+    for row in communications["became_unexpected"]:
         lines.append(f"! now unexpected: {_label(row)} ({row['flows']} flows)")
-    for row in diff["communications"]["appeared"]:
-        lines.append(f"+ communication {row['verdict']}: {_label(row)} ({row['flows']} flows)")
-    for row in diff["communications"]["disappeared"]:
-        lines.append(f"- communication {row['verdict']}: {_label(row)} ({row['flows']} flows)")
+    for sign, part in (("+", "appeared"), ("-", "disappeared")):
+        for row in communications[part]:
+            if sign == "+" and row in communications["became_unexpected"]:
+                continue
+            lines.append(
+                f"{sign} communication {row['verdict']}: {_label(row)} ({row['flows']} flows)"
+            )
     return lines

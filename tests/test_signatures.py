@@ -167,8 +167,8 @@ def test_signature_tables_load_and_are_hashed() -> None:
         ),
         (
             _load_findings,
-            "version: 1\nrules:\n  smb1: {severity: awful, title: t, reference: r, url: 'https://x', "
-                "help: h}\n"
+            "version: 1\nrules:\n  smb1: {severity: awful, title: t, reference: r,\n"
+            "    url: 'https://x', help: h}\n"
             "plaintext_severity: {}\n",
             "t.yaml:3: rules.smb1.severity: must be one of",
         ),

@@ -8,6 +8,7 @@ none when stdout is not a terminal or ``NO_COLOR`` is set).
 
 from __future__ import annotations
 
+import textwrap
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
@@ -89,9 +90,7 @@ def _summary_lines(result: AuditResult) -> Iterable[tuple[str, str]]:
         f"{count} {name}" for name, count in summary["severities"].items() if count
     )
     line = f"findings: {summary['findings']}" + (f" ({severities})" if severities else "")
-    extra = [
-        f"{summary[name]} {name}" for name in ("new", "known", "accepted") if summary[name]
-    ]
+    extra = [f"{summary[name]} {name}" for name in ("new", "known", "accepted") if summary[name]]
     if extra:
         line += "; " + ", ".join(extra)
     yield line, ""
@@ -116,15 +115,6 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
 
     for line, style in _summary_lines(result):
         console.print(text(line, style))
-    if result.hosts:
-        hosts = Table(title="roles", box=None, pad_edge=False, title_justify="left")
-        for title in ("ip", "roles", "source"):
-            hosts.add_column(title, overflow="fold")
-        for host in result.hosts:
-            hosts.add_row(
-                *(text(value) for value in (host["ip"], ", ".join(host["roles"]), host["source"]))
-            )
-        console.print(hosts)
     flows_by_id = {flow["id"]: flow for flow in result.flows} if result.findings else {}
     active = [finding for finding in result.findings if finding.active]
     accepted = [finding for finding in result.findings if not finding.active]
@@ -134,9 +124,7 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
             _print_finding(console, finding, flows_by_id, text)
     pairs = [c for c in result.communications if c["verdict"] == UNEXPECTED]
     if pairs:
-        view = Table(
-            title="unexpected role pairs", box=None, pad_edge=False, title_justify="left"
-        )
+        view = Table(title="unexpected role pairs", box=None, pad_edge=False, title_justify="left")
         for title in ("client role", "server role", "proto", "service", "port", "flows"):
             view.add_column(title, overflow="fold")
         for pair in pairs:
@@ -174,6 +162,15 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
                 )
             )
         console.print(view)
+    if result.hosts:
+        hosts = Table(title="roles", box=None, pad_edge=False, title_justify="left")
+        for title in ("ip", "roles", "source"):
+            hosts.add_column(title, overflow="fold")
+        for host in result.hosts:
+            hosts.add_row(
+                *(text(value) for value in (host["ip"], ", ".join(host["roles"]), host["source"]))
+            )
+        console.print(hosts)
     if options is not None and options.table == "flows":
         _print_flows(console, result, text)
 
@@ -188,19 +185,28 @@ def _print_finding(
         head.append(text(f" [{finding.baseline}]", "bold" if finding.baseline == "new" else "dim"))
     head.append(text(f"  {finding.title}", "dim"))
     console.print(head)
-    console.print(text(f"    {finding.detail}"))
+    _indented(console, text, finding.detail, 4)
     for flow_id in finding.flow_ids[:FLOWS_PER_FINDING]:
         flow = flows_by_id[flow_id]
-        console.print(
-            text(
-                f"      flow {flow_id}: {flow_line(flow)}, {flow['first_seen']}, "
-                f"frames {flow['first_frame']}-{flow['last_frame']}"
-            )
+        line = (
+            f"flow {flow_id}: {flow_line(flow)}, {flow['first_seen']}, "
+            f"frames {flow['first_frame']}-{flow['last_frame']}"
         )
+        _indented(console, text, line, 6)
     if len(finding.flow_ids) > FLOWS_PER_FINDING:
-        console.print(
-            text(f"      ... and {len(finding.flow_ids) - FLOWS_PER_FINDING} more flows", "dim")
-        )
+        more = len(finding.flow_ids) - FLOWS_PER_FINDING
+        _indented(console, text, f"... and {more} more flows", 6, "dim")
+
+
+def _indented(console: Any, text: Any, line: str, indent: int, style: str = "") -> None:
+    """``line`` wrapped to the console's width, every part under the first one."""
+    margin = " " * indent
+    wrapped = textwrap.fill(
+        clean(line), width=max(console.width, 40), initial_indent=margin, subsequent_indent=margin
+    )
+    from rich.text import Text
+
+    console.print(Text(wrapped, style=style), soft_wrap=True)  # cleaned before it was wrapped
 
 
 def _print_flows(console: Any, result: AuditResult, text: Any) -> None:
