@@ -471,8 +471,11 @@ class _Where:
 
     def __format__(self, spec: str) -> str:
         flow = self.flow
+        server = flow["server"]
+        if ":" in server:  # IPv6: brackets keep the port apart from the address
+            server = f"[{server}]"
         return (
-            f"{flow['client']} ({flow['client_role'] or 'no role'}) -> {flow['server']}:"
+            f"{flow['client']} ({flow['client_role'] or 'no role'}) -> {server}:"
             f"{flow['server_port']} ({flow['server_role'] or 'no role'}) {flow['proto']} "
             f"{flow['service']}"
         )

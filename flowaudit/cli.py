@@ -262,7 +262,7 @@ def analyze(
     accept = load_accept(accept_path) if accept_path else None
     table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
     result = audit(table, site)
-    result.command = ["flowaudit", *sys.argv[1:]]
+    result.command = _command_line(click.get_current_context())
     if baseline is not None:
         mark_baseline(result, baseline)
     if accept is not None:
@@ -273,6 +273,30 @@ def analyze(
         color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         write(result, out, ReportOptions(color=color and fmt == "table", table=table_choice))
     return 1 if severity_at_least(result, fail_on, new_only=fail_on_new) else 0
+
+
+def _command_line(context: click.Context) -> list[str]:
+    """The command as it was typed (``main`` hands its arguments down), else as the options
+    given on the command line spell it (the CLI called from another program)."""
+    root = context.find_root()
+    if isinstance(root.obj, dict) and "argv" in root.obj:
+        return ["flowaudit", *root.obj["argv"]]
+    words = ["flowaudit", context.info_name or "analyze"]
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        source = context.get_parameter_source(param.name or "")
+        if source is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        if isinstance(param, click.Argument):
+            words.extend(str(v) for v in (value if isinstance(value, tuple) else (value,)))
+        elif isinstance(param, click.Option):
+            flag = param.opts[-1] if param.is_flag and value else param.opts[0]
+            if param.is_flag and not value and param.secondary_opts:
+                flag = param.secondary_opts[-1]
+            words.append(flag)
+            if not param.is_flag:
+                words.append(str(value))
+    return words
 
 
 @cli.command()
@@ -363,7 +387,10 @@ def _quick_exit(code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns flowaudit's errors into one line and exit 2."""
     try:
-        result = cli.main(args=argv, prog_name="flowaudit", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else argv
+        result = cli.main(
+            args=args, prog_name="flowaudit", standalone_mode=False, obj={"argv": list(args)}
+        )
         _quick_exit(result if isinstance(result, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

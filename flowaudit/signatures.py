@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -187,6 +188,11 @@ class FindingRule:
     help: str
 
 
+# A request target in absolute form starts with a scheme (RFC 3986 3.1) and "://"; a "://"
+# later on (in a query) does not make it one.
+_ABSOLUTE_FORM = re.compile(r"[a-z][a-z0-9+.\-]*://")
+
+
 @dataclass(frozen=True)
 class Signatures:
     services: dict[str, Service]
@@ -201,8 +207,9 @@ class Signatures:
         if not path:
             return None
         lowered = path.lower()
-        if "://" in lowered:  # absolute form (through a proxy): keep the path
-            lowered = "/" + lowered.split("://", 1)[1].partition("/")[2]
+        absolute = _ABSOLUTE_FORM.match(lowered)
+        if absolute:  # absolute form (through a proxy, RFC 9112 3.2.2): keep the path
+            lowered = "/" + lowered[absolute.end() :].partition("/")[2]
         for endpoint in self.endpoints:
             if lowered.startswith(endpoint.prefix):
                 return endpoint

@@ -252,3 +252,22 @@ def test_matrix_csv_and_table() -> None:
     assert any(row[4] == "dynamic" for row in rows[1:])
     table = CliRunner().invoke(cli, ["matrix"], standalone_mode=False)
     assert "rules" in table.output
+
+
+def test_report_records_the_command_as_typed(site_dir: Path) -> None:
+    done = run_module(
+        "analyze", "site.pcap", "--site", "site.yaml", "-o", "r.json", "--format", "json",
+        "--fail-on", "never", cwd=site_dir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((site_dir / "r.json").read_text())
+    assert report["command"] == [
+        "flowaudit", "analyze", "site.pcap", "--site", "site.yaml", "-o", "r.json", "--format",
+        "json", "--fail-on", "never",
+    ]  # fmt: skip
+    # Called from another program (no argv of its own): the options given, spelled out.
+    in_process = _analyze_json(site_dir, "--no-sha256")
+    assert in_process["command"] == [
+        "flowaudit", "analyze", str(site_dir / "site.pcap"), "--site", str(site_dir / "site.yaml"),
+        "--format", "json", "--no-sha256",
+    ]  # fmt: skip

@@ -178,3 +178,20 @@ def test_table_errors_name_file_entry_and_field(loader: Any, text: str, message:
     with pytest.raises(InputError) as caught:
         loader(read_yaml(text, "t.yaml"))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/ccm_system/request", "ccm_system"),
+        ("/CCM_System/request?x=://evil", "ccm_system"),  # "://" in a query is not a scheme
+        ("http://mp01.contoso.com/ccm_system/request", "ccm_system"),
+        ("HTTP://MP01:80/SMS_MP/.sms_aut?MPLIST", "sms_mp_mplist"),
+        ("/index.html?next=http://x/ccm_system/request", None),
+    ],
+)
+def test_endpoint_for_reads_the_absolute_form_only_at_the_start(
+    path: str, endpoint: str | None
+) -> None:
+    found = load_signatures().endpoint_for(path)
+    assert (found.name if found else None) == endpoint

@@ -194,7 +194,7 @@ def test_a_plain_dhcp_answer_to_a_relayed_pxe_discover_is_no_pxe_point(tmp_path:
 
 
 def test_terminal_text_never_carries_controls_or_bidi_overrides() -> None:
-    from flowaudit.report.audit import clean
+    from flowaudit.report.terminal import clean
 
     hostile = "GET /\x1b[2J\u202eexe.txt\u200b\x85"
     assert clean(hostile) == "GET /\\x1b[2J\\u202eexe.txt\\u200b\\x85"
