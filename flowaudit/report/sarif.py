@@ -25,7 +25,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from flowaudit import __version__
-from flowaudit.audit import AuditResult, Finding
+from flowaudit.audit import FLOW_FIELDS, AuditResult, Finding
 from flowaudit.capture.source import STDIN
 from flowaudit.report import ReportOptions
 from flowaudit.signatures import FindingRule, load_signatures
@@ -64,25 +64,10 @@ FINGERPRINT_KEY = "flowauditMatch/v1"
 # The flow fields each result carries as evidence (DESIGN.md principle 5), under the names of
 # the JSON report's flows; frame numbers count from 1 in the capture file named by ``file``,
 # as Wireshark numbers them.
-FLOW_EVIDENCE_FIELDS = (
-    "id",
-    "proto",
-    "client",
-    "client_port",
-    "server",
-    "server_port",
-    "first_seen",
-    "last_seen",
-    "first_frame",
-    "last_frame",
-    "file",
-    "packets",
-    "bytes",
-    "service",
-    "client_role",
-    "server_role",
-    "verdict",
-    "matrix_rule",
+FLOW_EVIDENCE_FIELDS = tuple(
+    name
+    for name in FLOW_FIELDS
+    if name not in ("evidence", "protocol", "client_roles", "server_roles", "plaintext", "facts")
 )
 # SARIF 2.1.0 §3.5.3 GUID-valued strings, as the schema spells them.
 _GUID = re.compile(
