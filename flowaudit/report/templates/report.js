@@ -1,0 +1,168 @@
+// The flow table of the HTML report: sort by a column (click its header), filter by text and
+// verdict, and take a filter from the URL fragment (#filter=smb&verdict=unexpected&ids=1,2)
+// so that a link can point at a filtered view. Reads the table the page already holds; never
+// writes markup (only attributes and textContent).
+(() => {
+  "use strict";
+  const table = document.getElementById("flow-table");
+  const search = document.getElementById("flow-filter");
+  const verdict = document.getElementById("flow-verdict");
+  const reset = document.getElementById("flow-reset");
+  const count = document.getElementById("flow-count");
+  const section = document.getElementById("flows");
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows); // in the report's order; the DOM order follows sorting
+  const verdicts = new Set(Array.from(verdict.options, (option) => option.value));
+  const fragmentKeys = ["filter", "verdict", "ids"];
+  let texts = null; // each row's text, lower case, made on the first filter
+  let onlyIds = null; // row ids of an #ids= fragment
+  let typing = 0;
+
+  const rowTexts = () => {
+    if (texts === null) {
+      texts = rows.map((row) => row.textContent.toLowerCase());
+    }
+    return texts;
+  };
+
+  const apply = () => {
+    const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const wanted = verdict.value;
+    const all = terms.length ? rowTexts() : null;
+    let shown = 0;
+    rows.forEach((row, index) => {
+      const visible =
+        (!wanted || row.classList.contains(wanted)) &&
+        (onlyIds === null || onlyIds.has(row.id)) &&
+        terms.every((term) => all[index].includes(term));
+      row.hidden = !visible;
+      if (visible) {
+        shown += 1;
+      }
+    });
+    const limited = onlyIds !== null ? " (chosen flows)" : "";
+    count.textContent =
+      shown === rows.length ? `${rows.length} flows` : `${shown} of ${rows.length} flows${limited}`;
+  };
+
+  const fragment = () => {
+    const params = new URLSearchParams();
+    if (search.value) params.set("filter", search.value);
+    if (verdict.value) params.set("verdict", verdict.value);
+    if (onlyIds !== null) params.set("ids", Array.from(onlyIds, (id) => id.slice(5)).join(","));
+    return params.toString();
+  };
+
+  const remember = () => {
+    try {
+      const hash = fragment();
+      history.replaceState(null, "", hash ? `#${hash}` : location.pathname + location.search);
+    } catch (error) {
+      // file:// pages may refuse history changes: the filter still applies
+    }
+  };
+
+  const fromFragment = () => {
+    const params = new URLSearchParams(location.hash.slice(1));
+    if (!fragmentKeys.some((key) => params.has(key))) {
+      return false;
+    }
+    search.value = params.get("filter") || "";
+    const wanted = params.get("verdict") || "";
+    verdict.value = verdicts.has(wanted) ? wanted : "";
+    const ids = params.get("ids");
+    onlyIds = ids
+      ? new Set(ids.split(",").map((id) => `flow-${id.trim()}`))
+      : null;
+    apply();
+    return true;
+  };
+
+  const showRow = () => {
+    // #flow-12 (a finding's flow): make sure the row is not filtered away
+    const target = location.hash.startsWith("#flow-")
+      ? document.getElementById(location.hash.slice(1))
+      : null;
+    if (target !== null && target.hidden) {
+      search.value = "";
+      verdict.value = "";
+      onlyIds = null;
+      apply();
+      target.scrollIntoView();
+    }
+  };
+
+  const sortBy = (button) => {
+    const header = button.parentElement;
+    const column = header.cellIndex;
+    const kind = button.dataset.type || "text";
+    const ascending = header.getAttribute("aria-sort") !== "ascending";
+    for (const other of table.tHead.rows[0].cells) {
+      other.removeAttribute("aria-sort");
+    }
+    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    const keyOf = (row) => {
+      const text = row.cells[column].textContent;
+      if (kind === "number") {
+        return parseFloat(text) || 0;
+      }
+      if (kind === "address") {
+        const ipv4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/.exec(text);
+        return ipv4
+          ? `4 ${ipv4.slice(1).map((part) => part.padStart(5, "0")).join(".")}`
+          : `6 ${text}`;
+      }
+      return text.toLowerCase();
+    };
+    const keyed = rows.map((row) => [keyOf(row), row]);
+    const direction = ascending ? 1 : -1;
+    keyed.sort(([a], [b]) => (a < b ? -direction : a > b ? direction : 0));
+    const ordered = document.createDocumentFragment();
+    for (const [, row] of keyed) {
+      ordered.appendChild(row);
+    }
+    body.appendChild(ordered);
+  };
+
+  table.tHead.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (button !== null) {
+      sortBy(button);
+    }
+  });
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      apply();
+      remember();
+    }, 120);
+  });
+  verdict.addEventListener("change", () => {
+    apply();
+    remember();
+  });
+  reset.addEventListener("click", () => {
+    search.value = "";
+    verdict.value = "";
+    onlyIds = null;
+    apply();
+    remember();
+  });
+  window.addEventListener("hashchange", () => {
+    if (fromFragment()) {
+      section.scrollIntoView();
+    } else {
+      showRow();
+    }
+  });
+  // Printing: open every finding's facts, so that the PDF holds them.
+  window.addEventListener("beforeprint", () => {
+    for (const details of document.querySelectorAll("details")) {
+      details.open = true;
+    }
+  });
+
+  fromFragment();
+  showRow();
+  document.body.dataset.ready = "1";
+})();
