@@ -211,13 +211,16 @@ class AuditResult:
             columns["verdict"],
             columns["plaintext"],
             columns["matrix_rule"],
+            columns["evidence"],
             columns["id"],
             columns["packets"],
             columns["bytes"],
             strict=True,
         )
-        for client_role, server_role, proto, service, port, verdict, plain, rule, *rest in rows:
-            key = (client_role, server_role, proto, service, port_key(service, port), verdict)
+        for client_role, server_role, proto, service, port, verdict, plain, rule, by, *rest in rows:
+            # A TFTP answer comes from a port the server picked for it (ports page, note 4).
+            port_or_dynamic = DYNAMIC_PORT if by == BY_TFTP_REQUEST else port_key(service, port)
+            key = (client_role, server_role, proto, service, port_or_dynamic, verdict)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = dict(zip(COMMUNICATION_KEY, key, strict=True))

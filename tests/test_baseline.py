@@ -336,3 +336,23 @@ def test_verify_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         "flowaudit: error: x.json: not a flowaudit report (schema 'flowaudit/report/v1' expected)"
     )
+
+
+def test_communications_name_ports_that_change_from_run_to_run_dynamic() -> None:
+    _, report = _analyze("--site", str(SITE))
+    ports = {(c["service"], c["port"]) for c in report["communications"]}
+    # the TFTP answer (from the port the server picked, note 4) and dynamic RPC
+    assert {("tftp", 69), ("tftp", "dynamic"), ("rpc-dynamic", "dynamic")} <= ports
+    assert not any(
+        isinstance(port, int) and port >= 49152 for service, port in ports if service != "unknown"
+    )
+    assert sum(c["flows"] for c in report["communications"]) == len(report["flows"])
+    flows = {flow["id"]: flow for flow in report["flows"]}
+    for group in report["communications"]:
+        for flow_id in group["flow_ids"]:
+            flow = flows[flow_id]
+            assert (flow["client_role"], flow["server_role"], flow["verdict"]) == (
+                group["client_role"],
+                group["server_role"],
+                group["verdict"],
+            )
