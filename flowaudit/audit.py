@@ -78,11 +78,12 @@ DYNAMIC_PORT = "dynamic"
 
 def port_key(service: str | None, server_port: int | None) -> int | str | None:
     """The port a finding or communication is matched by across runs: the server port, but
-    ``"dynamic"`` for dynamic RPC (the endpoint mapper hands out another each time) and None
-    for flows of no known service (grouped by role pair alone)."""
+    ``"dynamic"`` for dynamic RPC (the endpoint mapper hands out another each time) and WDS
+    multicast (each session takes a port of the DP's range), and None for flows of no known
+    service (grouped by role pair alone)."""
     if service == "unknown":
         return None
-    if service == "rpc-dynamic":
+    if service in ("rpc-dynamic", "multicast"):
         return DYNAMIC_PORT
     return server_port
 

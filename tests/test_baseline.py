@@ -341,8 +341,13 @@ def test_verify_refuses_what_is_not_a_report(tmp_path: Path) -> None:
 def test_communications_name_ports_that_change_from_run_to_run_dynamic() -> None:
     _, report = _analyze("--site", str(SITE))
     ports = {(c["service"], c["port"]) for c in report["communications"]}
-    # the TFTP answer (from the port the server picked, note 4) and dynamic RPC
-    assert {("tftp", 69), ("tftp", "dynamic"), ("rpc-dynamic", "dynamic")} <= ports
+    # the TFTP answer (from the port the server picked, note 4), dynamic RPC, WDS multicast
+    assert {
+        ("tftp", 69),
+        ("tftp", "dynamic"),
+        ("rpc-dynamic", "dynamic"),
+        ("multicast", "dynamic"),
+    } <= ports
     assert not any(
         isinstance(port, int) and port >= 49152 for service, port in ports if service != "unknown"
     )
