@@ -346,11 +346,12 @@ def diff(old: str, new: str, fmt: str) -> int:
 
 
 @cli.command()
-def schema() -> None:
+@click.option("--jsonl", is_flag=True, help="The schema of one --format jsonl record instead.")
+def schema(jsonl: bool) -> None:
     """Print the JSON Schema of the analyze report (flowaudit/report/v1)."""
-    from flowaudit.report.schema import schema_text
+    from flowaudit.report.schema import jsonl_schema_text, schema_text
 
-    click.echo(schema_text(), nl=False)
+    click.echo(jsonl_schema_text() if jsonl else schema_text(), nl=False)
 
 
 @cli.command()

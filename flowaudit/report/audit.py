@@ -89,10 +89,10 @@ def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:
         },
     }
     file_of: dict[int, str] = {}
-    rules_of: dict[int, list[str]] = {}
+    finding_ids: dict[int, list[str]] = {}
     for finding in result.findings:
         for flow_id in finding.flow_ids:
-            rules_of.setdefault(flow_id, []).append(finding.id)
+            finding_ids.setdefault(flow_id, []).append(finding.id)
     for flow in result.flows:
         file_of[flow["id"]] = flow["file"]
         yield {
@@ -101,7 +101,7 @@ def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:
             "capture": flow["file"],
             "capture_sha256": sha_of.get(flow["file"]),
             **flow,
-            "findings": rules_of.get(flow["id"], []),
+            "finding_ids": finding_ids.get(flow["id"], []),
         }
     for finding in document["findings"]:
         first_file = file_of.get(finding["flow_ids"][0]) if finding["flow_ids"] else None

@@ -69,7 +69,7 @@ def test_jsonl_one_record_per_flow_and_finding_with_run_id_and_sha(tmp_path: Pat
         assert {k: flow[k] for k in by_id[flow["id"]]} == by_id[flow["id"]]
     finding_ids = {f["id"]: f["flow_ids"] for f in report["findings"]}
     for flow in flows:
-        for finding_id in flow["findings"]:
+        for finding_id in flow["finding_ids"]:
             assert flow["id"] in finding_ids[finding_id]
     findings = [record for record in records if record["record"] == "finding"]
     assert [f["id"] for f in findings] == list(finding_ids)
