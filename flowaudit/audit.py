@@ -167,14 +167,16 @@ class AuditResult:
     findings: list[Finding]
     signatures_sha256: dict[str, str]
     other_flows: int = 0  # flows of other IP protocols (ICMP, ESP, ...), not judged
+    # UTC, ending in "Z" as every other time of the report
     generated_at: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     command: list[str] = field(default_factory=list)
     # One id per run, carried by every JSONL record so that a SIEM can tell runs apart.
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    # Files besides the captures that decided the result: {"site"|"accept"|"baseline": {path,
-    # sha256}} (evidence: a report names every input it rests on).
+    # Files besides the captures and the site file (which ``site`` names) that decided the
+    # result: {"accept"|"baseline": {path, sha256, size}} (a report names every input it rests
+    # on).
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @cached_property
@@ -419,7 +421,11 @@ class Judge:
                     and self._holds(rule.server_role, croles)
                 ):
                     return _Judgement(
-                        UNEXPECTED, rule, rule.server_role, rule.client_role, "wrong-direction"
+                        UNEXPECTED,
+                        rule,
+                        _acting(rule.server_role, croles),
+                        _acting(rule.client_role, sroles),
+                        "wrong-direction",
                     )
             # A site system to site server rule of a note-5 pair that the site file withdrew.
             for rule in candidates:
@@ -430,7 +436,11 @@ class Judge:
                     and self._holds(rule.server_role, sroles)
                 ):
                     return _Judgement(
-                        UNEXPECTED, rule, rule.client_role, rule.server_role, "wrong-direction"
+                        UNEXPECTED,
+                        rule,
+                        _acting(rule.client_role, croles),
+                        _acting(rule.server_role, sroles),
+                        "wrong-direction",
                     )
             for rule in candidates:
                 pair = (
