@@ -76,16 +76,33 @@ CLIENT_FACING_ROLES = frozenset(
 DYNAMIC_PORT = "dynamic"
 
 
-def port_key(service: str | None, server_port: int | None) -> int | str | None:
+def port_key(
+    service: str | None, server_port: int | None, evidence: str | None = None
+) -> int | str | None:
     """The port a finding or communication is matched by across runs: the server port, but
-    ``"dynamic"`` for dynamic RPC (the endpoint mapper hands out another each time) and WDS
-    multicast (each session takes a port of the DP's range), and None for flows of no known
-    service (grouped by role pair alone)."""
+    ``"dynamic"`` for dynamic RPC (the endpoint mapper hands out another each time), WDS
+    multicast (each session takes a port of the DP's range) and a TFTP answer (from a port the
+    server picks for it, ports page note 4), and None for flows of no known service (grouped
+    by role pair alone)."""
     if service == "unknown":
         return None
-    if service in ("rpc-dynamic", "multicast"):
+    if service in ("rpc-dynamic", "multicast") or evidence == BY_TFTP_REQUEST:
         return DYNAMIC_PORT
     return server_port
+
+
+# What identifies a finding across runs (``Finding.match``): what it says, and the address of
+# an end only where that end holds no role (nothing else tells such findings apart).
+MATCH_KEYS = (
+    "rule",
+    "client_role",
+    "server_role",
+    "service",
+    "port",
+    "qualifier",
+    "client",
+    "server",
+)
 
 
 @dataclass
@@ -105,20 +122,33 @@ class Finding:
     # What else tells findings of one rule, roles, service and port apart (the endpoint of a
     # plaintext-http finding, the TLS version of legacy-tls, ...).
     qualifier: str | None = None
+    # The port it is matched by (``port_key``), and the address of an end that holds no role.
+    match_port: int | str | None = None
+    client: str | None = None
+    server: str | None = None
     # Set by a baseline (``new`` or ``known``) and by an accept file (the entry that accepts it).
     baseline: str | None = None
     accepted: dict[str, Any] | None = None
 
     def match(self) -> dict[str, Any]:
-        """What identifies this finding across runs: never addresses or flow ids."""
-        return {
-            "rule": self.rule,
-            "client_role": self.client_role,
-            "server_role": self.server_role,
-            "service": self.service,
-            "port": port_key(self.service, self.server_port),
-            "qualifier": self.qualifier,
-        }
+        """What identifies this finding across runs: never flow ids, and addresses only of an
+        end that holds no role."""
+        return dict(
+            zip(
+                MATCH_KEYS,
+                (
+                    self.rule,
+                    self.client_role,
+                    self.server_role,
+                    self.service,
+                    self.match_port,
+                    self.qualifier,
+                    self.client,
+                    self.server,
+                ),
+                strict=True,
+            )
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -221,9 +251,7 @@ class AuditResult:
             strict=True,
         )
         for client_role, server_role, proto, service, port, verdict, plain, rule, by, *rest in rows:
-            # A TFTP answer comes from a port the server picked for it (ports page, note 4).
-            port_or_dynamic = DYNAMIC_PORT if by == BY_TFTP_REQUEST else port_key(service, port)
-            key = (client_role, server_role, proto, service, port_or_dynamic, verdict)
+            key = (client_role, server_role, proto, service, port_key(service, port, by), verdict)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = dict(zip(COMMUNICATION_KEY, key, strict=True))
@@ -515,20 +543,27 @@ class _Findings:
         server_role: str | None = None,
         service: str | None = None,
         server_port: int | None = None,
+        match_port: int | str | None = None,
+        client: str | None = None,
+        server: str | None = None,
         matrix_rule: str | None = None,
         reference: str | None = None,
     ) -> None:
         # Flows of no known service group by role pair alone, not one finding per port, and
-        # dynamic RPC by "dynamic", not one finding per port the endpoint mapper handed out.
+        # dynamic ports by "dynamic" (``port_key``); an end of no role by its address.
+        client = client if client_role is None else None
+        server = server if server_role is None else None
         group_key = (
             rule_id,
             severity,
             client_role,
             server_role,
             service,
-            port_key(service, server_port),
-            *key,
+            match_port,
+            client,
+            server,
         )
+        group_key += key
         finding = self.groups.get(group_key)
         if finding is None:
             spec = self.signatures.findings[rule_id]
@@ -546,6 +581,9 @@ class _Findings:
                 server_port=server_port,
                 matrix_rule=matrix_rule,
                 qualifier="/".join(str(part) for part in key) if key else None,
+                match_port=match_port,
+                client=client,
+                server=server,
             )
             self.groups[group_key] = finding
         rules = self.by_flow.setdefault(flow_id, set())
@@ -758,6 +796,9 @@ def _flow_findings(
         "server_role": judgement.server_role,
         "service": service,
         "server_port": record["server_port"],
+        "match_port": port_key(service, record["server_port"], record["evidence"]),
+        "client": record["client"],
+        "server": record["server"],
     }
     where = _Where(record)
     unsure = "" if start_seen else "; the start of the flow was not captured"

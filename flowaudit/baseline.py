@@ -23,28 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowaudit.audit import COMMUNICATION_KEY, DYNAMIC_PORT, AuditResult, Finding
+from flowaudit.audit import COMMUNICATION_KEY, DYNAMIC_PORT, MATCH_KEYS, AuditResult, Finding
 from flowaudit.errors import InputError
 from flowaudit.matrix import ROLES
+from flowaudit.report.audit import SCHEMA
 from flowaudit.signatures import SEVERITIES, load_signatures
 from flowaudit.site import INTERNET
 from flowaudit.yamlfile import YamlDocument, read_yaml
 
-SCHEMA = "flowaudit/report/v1"
 ACCEPT_KEYS = ("rule", "match", "justification", "expires")
-# What an accept entry's match may name; addresses and networks must hold every flow's end.
-# A finding's ``match`` from a report may be pasted as it is (its ``rule`` must then agree).
-MATCH_KEYS = (
-    "rule",
-    "client_role",
-    "server_role",
-    "service",
-    "port",
-    "qualifier",
-    "client",
-    "server",
-)
-FINDING_MATCH = ("rule", "client_role", "server_role", "service", "port", "qualifier")
+# An accept entry's match takes the keys of a finding's (``MATCH_KEYS``), so that one from a
+# report may be pasted as it is (its ``rule`` must then agree); ``client`` and ``server`` take
+# addresses or networks, which must hold that end of every flow of the finding.
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -83,7 +73,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
 
 
 def _finding_key(match: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(match.get(name) for name in FINDING_MATCH)
+    return tuple(match.get(name) for name in MATCH_KEYS)
 
 
 def _communication_key(group: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -209,7 +199,7 @@ def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, A
             raise doc.error(where, f"unknown role {value!r}")
         if key == "port" and not _valid_port(value):
             raise doc.error(where, f"a port, [low, high] or {DYNAMIC_PORT!r}, not {value!r}")
-        if key in ("client", "server"):
+        if key in ("client", "server") and value is not None:  # null: any address
             networks[key] = _networks(doc, where, value)
     return Acceptance(
         index=index,
@@ -287,8 +277,10 @@ def apply_accept(
 
 def _label(row: Mapping[str, Any]) -> str:
     """client role -> server role [proto] service [port] (a finding's match has no proto)."""
+    client = row.get("client_role") or row.get("client") or "no role"
+    server = row.get("server_role") or row.get("server") or "no role"
     parts = [
-        f"{row.get('client_role') or 'no role'} -> {row.get('server_role') or 'no role'}",
+        f"{client} -> {server}",
         row.get("proto"),
         row.get("service"),
         row.get("port"),

@@ -361,3 +361,59 @@ def test_communications_name_ports_that_change_from_run_to_run_dynamic() -> None
                 group["server_role"],
                 group["verdict"],
             )
+
+
+@pytest.mark.corpus
+def test_tftp_answer_findings_match_by_dynamic_port(corpus: Path, tmp_path: Path) -> None:
+    # Every transfer answers from a port of its own (note 4): the findings must not carry it.
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: T\nroles:\n  distribution-point: [192.168.0.10, 172.28.5.170, 192.168.2.200]\n"
+        "  management-point: [192.168.0.253, 172.28.5.91, 192.168.2.45]\n"
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", str(corpus / "ndpi_tftp.pcap"), "--site", str(site), "--format", "json"],
+        standalone_mode=False,
+        catch_exceptions=False,
+    )
+    report = json.loads(result.output)
+    tftp = [f for f in report["findings"] if f["service"] == "tftp"]
+    assert tftp, "the capture's TFTP transfers raise findings under this site"
+    assert {f["match"]["port"] for f in tftp} <= {69, "dynamic"}
+    keys = [json.dumps(f["match"], sort_keys=True) for f in report["findings"]]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.corpus
+def test_findings_of_hosts_without_roles_are_told_apart_by_address(
+    corpus: Path, tmp_path: Path
+) -> None:
+    # Two captures of unsigned SMB between hosts no role describes: not the same finding.
+    old, new = tmp_path / "a.json", tmp_path / "b.json"
+    for capture, path in (("zeek_smb2_kerberos.pcap", old), ("sv_smb2_async_read_big.pcap", new)):
+        CliRunner().invoke(
+            cli,
+            ["analyze", str(corpus / capture), "--format", "json", "-o", str(path)],
+            standalone_mode=False,
+            catch_exceptions=False,
+        )
+    findings = json.loads(new.read_text())["findings"]
+    signing = [f for f in findings if f["rule"] == "smb-signing-not-required"]
+    assert signing and all(f["match"]["server"] == "192.168.20.100" for f in signing)
+    code, text = _diff(old, new)
+    assert code == 1
+    assert "- finding medium smb-signing-not-required: 10.10.34.184 -> 172.19.23.143" in text
+    assert "+ finding medium smb-signing-not-required: 172.16.10.105 -> 192.168.20.100" in text
+    code, marked = _analyze_capture(corpus / "sv_smb2_async_read_big.pcap", "--baseline", str(old))
+    assert {f["baseline"] for f in marked["findings"]} == {"new"}
+
+
+def _analyze_capture(capture: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", str(capture), "--format", "json", *args],
+        standalone_mode=False,
+        catch_exceptions=False,
+    )
+    return result.return_value, json.loads(result.output)
