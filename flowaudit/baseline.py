@@ -54,7 +54,9 @@ def _read(path: str | Path, what: str) -> bytes:
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    """A JSON report of ``flowaudit analyze``; anything else is one error naming the file."""
+    """A JSON report of ``flowaudit analyze``; anything else, or a report whose parts that
+    ``diff``, ``--baseline`` and ``verify`` read are missing or of the wrong kind, is one error
+    naming the file and the key."""
     raw = _read(path, "report")
     try:
         document = json.loads(raw)
@@ -62,14 +64,68 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a JSON report ({exc})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise InputError(f"{path}: not a flowaudit report (schema {SCHEMA!r} expected)")
-    for name in ("captures", "findings", "communications"):
-        if not isinstance(document.get(name), list):
-            raise InputError(f"{path}: {name}: missing or not a list")
-    for index, finding in enumerate(document["findings"]):
-        if not isinstance(finding, dict) or not isinstance(finding.get("match"), dict):
-            raise InputError(f"{path}: findings.{index}: no match (a report of flowaudit 0.1?)")
+    _ReportChecker(str(path)).check(document)
     document["_evidence"] = file_evidence(path, raw)
     return document
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+class _ReportChecker:
+    """The parts of a report that flowaudit reads back, checked so that a hand-edited or
+    foreign report is one error (``report.json: findings.3.severity: missing``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def error(self, where: tuple[Any, ...], message: str) -> InputError:
+        return InputError(f"{self.name}: {'.'.join(str(part) for part in where)}: {message}")
+
+    def items(self, document: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        value = document.get(key)
+        if not isinstance(value, list):
+            raise self.error((key,), "missing or not a list")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error((key, index), "not an object")
+        return value
+
+    def field(self, item: dict[str, Any], where: tuple[Any, ...], key: str, kinds: Any) -> Any:
+        if key not in item:
+            raise self.error((*where, key), "missing")
+        if not isinstance(item[key], kinds):
+            raise self.error((*where, key), f"not of the right kind ({item[key]!r})")
+        return item[key]
+
+    def check(self, document: dict[str, Any]) -> None:
+        for index, capture in enumerate(self.items(document, "captures")):
+            self.field(capture, ("captures", index), "path", str)
+            sha = capture.get("sha256")
+            if sha is not None and not (isinstance(sha, str) and _is_sha256(sha)):
+                raise self.error(("captures", index, "sha256"), "not a SHA-256 in hex")
+        for index, finding in enumerate(self.items(document, "findings")):
+            where = ("findings", index)
+            self.field(finding, where, "rule", str)
+            self.field(finding, where, "title", str)
+            severity = self.field(finding, where, "severity", str)
+            if severity not in SEVERITIES:
+                raise self.error((*where, "severity"), f"not one of {', '.join(SEVERITIES)}")
+            self.field(finding, where, "flow_ids", list)
+            match = self.field(finding, where, "match", dict)
+            for key in MATCH_KEYS:
+                if key in match or key not in ("client", "server"):  # (addresses came later)
+                    self.field(match, (*where, "match"), key, _SCALAR)
+        for index, group in enumerate(self.items(document, "communications")):
+            for key in COMMUNICATION_KEY:
+                self.field(group, ("communications", index), key, _SCALAR)
+        for key in ("site", "inputs", "signatures"):
+            if not isinstance(document.get(key, {}), dict):
+                raise self.error((key,), "not an object")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(char in "0123456789abcdef" for char in text.lower())
 
 
 def _finding_key(match: Mapping[str, Any]) -> tuple[Any, ...]:

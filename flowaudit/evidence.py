@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowaudit.capture.source import STDIN
 from flowaudit.signatures import tables_sha256
 
 CHUNK = 1 << 20
@@ -45,36 +46,57 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _locate(recorded: str, report_path: Path) -> Path | None:
-    """The file as named (relative to here), else beside the report."""
-    candidates = [Path(recorded)]
-    if not Path(recorded).is_absolute():
-        candidates.append(report_path.parent / recorded)
-    return next((path for path in candidates if path.is_file()), None)
+def _candidates(recorded: str, report_path: Path) -> list[Path]:
+    """Where a file the report names may be now: as named (from here), then beside the report
+    (its recorded path, then its name alone), without repeats."""
+    named = Path(recorded)
+    found: list[Path] = []
+    for path in (named, report_path.parent / named, report_path.parent / named.name):
+        if path not in found and path.is_file():
+            found.append(path)
+    return found
 
 
 def _check(kind: str, recorded: dict[str, Any], report_path: Path) -> Check:
     name = str(recorded.get("path"))
     want = recorded.get("sha256")
+    if name == STDIN:
+        return Check(
+            kind,
+            name,
+            "missing",
+            f"read from standard input, cannot be read again (the report has SHA-256 {want})",
+        )
     if not want:
         return Check(kind, name, "missing", "the report holds no SHA-256 for it (--no-sha256)")
-    path = _locate(name, report_path)
-    if path is None:
+    candidates = _candidates(name, report_path)
+    if not candidates:
         return Check(kind, name, "missing", "not found here or beside the report")
-    try:
-        got, size = file_sha256(path)
-    except OSError as exc:
-        return Check(kind, name, "missing", f"cannot read ({exc.strerror})")
-    if got != want:
-        return Check(kind, name, "changed", f"SHA-256 {got}, the report has {want}")
-    if recorded.get("size") not in (None, size):
-        return Check(kind, name, "changed", f"{size} bytes, the report has {recorded['size']}")
-    return Check(kind, name, "ok", f"SHA-256 {got}")
+    first_problem = None
+    # A file of the same name that does not match (a decoy here) does not hide the right one.
+    for path in candidates:
+        try:
+            got, size = file_sha256(path)
+        except OSError as exc:
+            first_problem = first_problem or Check(
+                kind, name, "missing", f"{path}: cannot read ({exc.strerror})"
+            )
+            continue
+        where = "" if str(path) == name else f" (at {path})"
+        if got == want and recorded.get("size") in (None, size):
+            return Check(kind, name, "ok", f"SHA-256 {got}{where}")
+        first_problem = first_problem or Check(
+            kind, name, "changed", f"SHA-256 {got}{where}, the report has {want}"
+        )
+    assert first_problem is not None
+    return first_problem
 
 
 def verify_report(document: dict[str, Any], report_path: Path) -> list[Check]:
     """Every file the report rests on, re-hashed; the signature tables compared."""
     checks = [_check("capture", info, report_path) for info in document["captures"]]
+    if not checks:
+        checks.append(Check("capture", "-", "missing", "the report names no capture"))
     site = document.get("site") or {}
     if site.get("path"):
         checks.append(_check("site", site, report_path))
@@ -101,5 +123,8 @@ def verify_report(document: dict[str, Any], report_path: Path) -> list[Check]:
 
 
 def verified(checks: list[Check]) -> bool:
-    """The evidence holds: every file is there and unchanged (tables may differ)."""
-    return all(check.status == "ok" for check in checks if check.kind != "signatures")
+    """The evidence holds: the report names a capture, and every file is there and unchanged
+    (tables may differ)."""
+    files = [check for check in checks if check.kind != "signatures"]
+    has_capture = any(check.kind == "capture" for check in files)
+    return has_capture and all(check.status == "ok" for check in files)

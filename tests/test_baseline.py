@@ -417,3 +417,81 @@ def _analyze_capture(capture: Path, *args: str) -> tuple[int, dict[str, Any]]:
         catch_exceptions=False,
     )
     return result.return_value, json.loads(result.output)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["findings"][3].pop("severity"), "findings.3.severity: missing"),
+        (lambda d: d["findings"][0].update(severity="bogus"), "findings.0.severity: not one of"),
+        (lambda d: d["findings"][1]["match"].update(port=[1, 2]), "findings.1.match.port: not of"),
+        (lambda d: d["findings"][2].update(match={}), "findings.2.match.rule: missing"),
+        (lambda d: d.update(communications=["a"]), "communications.0: not an object"),
+        (lambda d: d.update(captures=["a"]), "captures.0: not an object"),
+        (lambda d: d["captures"][0].update(sha256="xyz"), "captures.0.sha256: not a SHA-256"),
+        (lambda d: d.pop("findings"), "findings: missing or not a list"),
+        (lambda d: d.update(site="x"), "site: not an object"),
+    ],
+)
+def test_a_hand_edited_report_is_one_error_naming_the_key(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    good = _report(tmp_path, "good.json", "--site", str(SITE))
+    document = json.loads(good.read_text())
+    edit(document)
+    (tmp_path / "edited.json").write_text(json.dumps(document))
+    for args in (
+        ("diff", "good.json", "edited.json"),
+        ("analyze", str(SAMPLE), "--baseline", "edited.json"),
+        ("verify", "edited.json"),
+    ):
+        done = run_module(*args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stdout)
+        assert done.stderr.startswith(f"flowaudit: error: edited.json: {message}"), done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_verify_fails_a_report_that_names_no_capture(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text(
+        json.dumps(
+            {"schema": "flowaudit/report/v1", "captures": [], "findings": [], "communications": []}
+        )
+    )
+    done = run_module("verify", "r.json", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "the report names no capture" in done.stdout
+
+
+def test_verify_finds_files_beside_a_report_written_elsewhere(tmp_path: Path) -> None:
+    work, reports = tmp_path / "work", tmp_path / "reports"
+    work.mkdir()
+    reports.mkdir()
+    shutil.copy(SAMPLE, work / "site.pcap")
+    done = run_module(
+        "analyze", str(work / "site.pcap"), "--format", "json", "-o", "../reports/r.json",
+        "--fail-on", "never", cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # The auditor gets the report and the capture in one folder; the analyst's folder is gone.
+    shutil.move(work / "site.pcap", reports / "site.pcap")
+    (tmp_path / "site.pcap").write_bytes(b"a decoy of the same name, here")
+    ok = run_module("verify", "reports/r.json", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout
+    assert f"(at {Path('reports') / 'site.pcap'})" in ok.stdout
+
+
+def test_verify_says_standard_input_cannot_be_read_again(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flowaudit", "analyze", "-", "--format", "json", "-o", "r.json",
+         "--fail-on", "never"],
+        input=SAMPLE.read_bytes(), cwd=tmp_path, capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "-").write_bytes(b"a file named -")
+    result = run_module("verify", "r.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "missing  capture -: read from standard input, cannot be read again" in result.stdout
