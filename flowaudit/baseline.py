@@ -161,7 +161,7 @@ class Acceptance:
     networks: dict[str, list[Network]] = field(default_factory=dict)
 
     def matches(self, finding: Finding, flows: Mapping[int, Mapping[str, Any]]) -> bool:
-        if finding.rule != self.rule and self.rule != "*":
+        if finding.rule != self.rule:
             return False
         found = finding.match()
         for name, wanted in self.match.items():
@@ -219,11 +219,20 @@ def parse_accept(text: str | bytes, name: str = "accept.yaml") -> tuple[Acceptan
     entries = doc.data["accept"]
     if not isinstance(entries, list):
         raise doc.error(("accept",), "must be a list of entries")
-    rules = load_signatures().findings
-    return tuple(_acceptance(doc, index, entry, rules) for index, entry in enumerate(entries))
+    signatures = load_signatures()
+    return tuple(
+        _acceptance(doc, index, entry, signatures.findings, signatures.services)
+        for index, entry in enumerate(entries)
+    )
 
 
-def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, Any]) -> Acceptance:
+def _acceptance(
+    doc: YamlDocument,
+    index: int,
+    entry: Any,
+    rules: Mapping[str, Any],
+    services: Mapping[str, Any],
+) -> Acceptance:
     path: tuple[Any, ...] = ("accept", index)
     if not isinstance(entry, dict):
         raise doc.error(path, "an entry must be a mapping of rule, match, justification, expires")
@@ -231,12 +240,17 @@ def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, A
         if key not in ACCEPT_KEYS:
             raise doc.error((*path, key), f"unknown key (expected {', '.join(ACCEPT_KEYS)})")
     rule = entry.get("rule")
-    if not isinstance(rule, str) or (rule != "*" and rule not in rules):
+    if not isinstance(rule, str) or rule not in rules:
         raise doc.error((*path, "rule"), f"unknown rule {rule!r} (one of {', '.join(rules)})")
     justification = entry.get("justification")
     if not isinstance(justification, str) or not justification.strip():
         raise doc.error((*path, "justification"), "a justification (text) is required")
     expires = entry.get("expires")
+    if isinstance(expires, str):  # quoted: "2027-06-30"
+        try:
+            expires = dt.date.fromisoformat(expires)
+        except ValueError:
+            raise doc.error((*path, "expires"), "must be a date (YYYY-MM-DD)") from None
     if expires is not None and not isinstance(expires, dt.date):
         raise doc.error((*path, "expires"), "must be a date (YYYY-MM-DD)")
     if isinstance(expires, dt.datetime):
@@ -253,6 +267,8 @@ def _acceptance(doc: YamlDocument, index: int, entry: Any, rules: Mapping[str, A
             raise doc.error(where, f"{value!r} is not the entry's rule {rule!r}")
         if key in ("client_role", "server_role") and value not in (*ROLES, INTERNET, None):
             raise doc.error(where, f"unknown role {value!r}")
+        if key == "service" and value is not None and value not in services:
+            raise doc.error(where, f"unknown service {value!r}")
         if key == "port" and not _valid_port(value):
             raise doc.error(where, f"a port, [low, high] or {DYNAMIC_PORT!r}, not {value!r}")
         if key in ("client", "server") and value is not None:  # null: any address
@@ -296,33 +312,35 @@ def load_accept(path: str | Path) -> AcceptFile:
 def apply_accept(
     result: AuditResult, accept: AcceptFile, today: dt.date | None = None
 ) -> list[str]:
-    """Accept the findings the file's entries match; return warnings (expired or unused
-    entries) for stderr."""
+    """Accept the findings the file's live entries match (the first entry that matches a
+    finding names it); return warnings for stderr: each expired entry, and each live entry
+    that matched nothing."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     flows = (
         {flow["id"]: flow for flow in result.flows}
         if any(entry.networks for entry in accept.entries)
         else {}
     )
+    matched = {
+        entry.index: [f for f in result.findings if entry.matches(f, flows)]
+        for entry in accept.entries
+    }
+    expired = {entry.index for entry in accept.entries if entry.expires and entry.expires < today}
+    for entry in accept.entries:
+        if entry.index not in expired:
+            for finding in matched[entry.index]:
+                if finding.accepted is None:
+                    finding.accepted = entry.record(accept.path)
     warnings = []
-    used: set[int] = set()
     for entry in accept.entries:
-        expired = entry.expires is not None and entry.expires < today
-        hits = [f for f in result.findings if f.accepted is None and entry.matches(f, flows)]
         where = f"{accept.path}:{entry.line}" if entry.line else accept.path
-        if expired:
-            if hits:
-                warnings.append(
-                    f"{where}: the acceptance of {entry.rule} expired on "
-                    f"{entry.expires}: {len(hits)} finding(s) count again"
-                )
-            continue
-        for finding in hits:
-            finding.accepted = entry.record(accept.path)
-            used.add(entry.index)
-    for entry in accept.entries:
-        if entry.index not in used and not (entry.expires and entry.expires < today):
-            where = f"{accept.path}:{entry.line}" if entry.line else accept.path
+        if entry.index in expired:
+            again = [f for f in matched[entry.index] if f.accepted is None]
+            warnings.append(
+                f"{where}: the acceptance of {entry.rule} expired on {entry.expires}: "
+                + (f"{len(again)} finding(s) count again" if again else "no open finding is hit")
+            )
+        elif not matched[entry.index]:
             warnings.append(f"{where}: accept entry {entry.index} ({entry.rule}) matched nothing")
     result.inputs["accept"] = accept.evidence
     return warnings

@@ -495,3 +495,65 @@ def test_verify_says_standard_input_cannot_be_read_again(tmp_path: Path) -> None
     result = run_module("verify", "r.json", cwd=tmp_path)
     assert result.returncode == 1
     assert "missing  capture -: read from standard input, cannot be read again" in result.stdout
+
+
+def _accept_run(tmp_path: Path, text: str) -> tuple[dict[str, Any], list[str]]:
+    accept = tmp_path / "accept.yaml"
+    accept.write_text(text)
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)],
+        standalone_mode=False,
+        catch_exceptions=False,
+    )
+    return json.loads(result.stdout), result.stderr.splitlines()
+
+
+def test_an_expired_entry_before_a_live_one_does_not_cry_wolf(tmp_path: Path) -> None:
+    report, warnings = _accept_run(
+        tmp_path,
+        "accept:\n  - {rule: smb1, justification: old, expires: 2001-01-01}\n"
+        "  - {rule: smb1, justification: renewed, expires: '2999-01-01'}\n",
+    )
+    (smb1,) = [f for f in report["findings"] if f["rule"] == "smb1"]
+    assert smb1["accepted"]["justification"] == "renewed"
+    assert smb1["accepted"]["expires"] == "2999-01-01"
+    assert warnings == [
+        f"flowaudit: warning: {tmp_path / 'accept.yaml'}:2: the acceptance of smb1 expired on "
+        "2001-01-01: no open finding is hit"
+    ]
+
+
+def test_overlapping_entries_both_count_as_used(tmp_path: Path) -> None:
+    report, warnings = _accept_run(
+        tmp_path,
+        "accept:\n  - {rule: smb1, justification: first}\n"
+        "  - {rule: smb1, justification: second, match: {port: 445}}\n"
+        "  - {rule: ldap-cleartext-bind, justification: x, expires: 2020-01-01}\n",
+    )
+    (smb1,) = [f for f in report["findings"] if f["rule"] == "smb1"]
+    assert smb1["accepted"]["justification"] == "first"  # the first entry that matches
+    assert len(warnings) == 1
+    assert warnings[0].endswith("the acceptance of ldap-cleartext-bind expired on 2020-01-01: "
+                                "no open finding is hit")  # fmt: skip
+    assert ":4: " in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("accept:\n  - {rule: '*', justification: x}\n", "a.yaml:2: accept.0.rule: unknown rule"),
+        (
+            "accept:\n  - {rule: smb1, justification: x, match: {service: smbb}}\n",
+            "a.yaml:2: accept.0.match.service: unknown service 'smbb'",
+        ),
+        (
+            "accept:\n  - {rule: smb1, justification: x, expires: '2027-02-30'}\n",
+            "a.yaml:2: accept.0.expires: must be a date",
+        ),
+    ],
+)
+def test_no_catch_all_and_no_unknown_service(text: str, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_accept(text, "a.yaml")
+    assert str(caught.value).startswith(message), str(caught.value)
