@@ -7,6 +7,7 @@ No logic of its own (DESIGN.md): every command calls into the library and maps
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -83,6 +84,17 @@ def _output(path: str | None, binary: bool) -> Iterator[IO[Any]]:
         yield handle
 
 
+def _check_output(path: str | None) -> None:
+    """Fail before the capture is read when the output file cannot be made."""
+    if path is None or path == "-":
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"{path}: cannot write (no folder {folder})")
+    if Path(path).is_dir():
+        raise UsageError(f"{path}: cannot write (it is a folder)")
+
+
 _FLOW_OPTIONS = (
     click.option(
         "--engine",
@@ -148,6 +160,7 @@ def flows(
     sha256: bool,
 ) -> None:
     """Print the flow table of one capture set (several files are merged in time order)."""
+    _check_output(output)
     table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
     from flowaudit.report import flowtable
 
@@ -256,6 +269,7 @@ def analyze(
 
     if fail_on_new and baseline_path is None:
         raise UsageError("--fail-on-new needs --baseline")
+    _check_output(output)
     # Every input file is read before the capture, so that a bad one fails at once.
     site = load_site(site_path) if site_path else None
     baseline = load_report(baseline_path) if baseline_path else None
@@ -270,8 +284,10 @@ def analyze(
             _stderr_line(f"warning: {warning}")
     write = audit_writer(fmt)
     with _output(output, binary=False) as out:
-        color = out is sys.stdout and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        write(result, out, ReportOptions(color=color and fmt == "table", table=table_choice))
+        terminal = out is sys.stdout and sys.stdout.isatty()
+        color = terminal and "NO_COLOR" not in os.environ and fmt == "table"
+        width = shutil.get_terminal_size().columns if terminal else None  # COLUMNS wins
+        write(result, out, ReportOptions(color=color, table=table_choice, width=width))
     return 1 if severity_at_least(result, fail_on, new_only=fail_on_new) else 0
 
 

@@ -271,3 +271,13 @@ def test_report_records_the_command_as_typed(site_dir: Path) -> None:
         "flowaudit", "analyze", str(site_dir / "site.pcap"), "--site", str(site_dir / "site.yaml"),
         "--format", "json", "--no-sha256",
     ]  # fmt: skip
+
+
+def test_an_output_that_cannot_be_written_fails_before_the_capture_is_read(tmp_path: Path) -> None:
+    # The capture does not exist either: the output is checked first, so it is what is named.
+    for command in ("analyze", "flows"):
+        done = run_module(command, "missing.pcap", "-o", "no/such/folder/r.json", cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == (
+            "flowaudit: error: no/such/folder/r.json: cannot write (no folder no/such/folder)\n"
+        )

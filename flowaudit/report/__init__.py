@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What a view may be told beyond the result: colour for a terminal, and ``--table``
-    (CSV: flows, the default, or findings; the terminal adds every flow with ``flows``)."""
+    """What a view may be told beyond the result: colour and width for a terminal (None: not
+    a terminal), and ``--table`` (CSV: flows, the default, or findings; the terminal view adds
+    every flow with ``flows``)."""
 
     color: bool = False
     table: str | None = None
+    width: int | None = None
 
 
 # format name -> "module:function"

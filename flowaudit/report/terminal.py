@@ -29,6 +29,8 @@ SEVERITY_STYLES = {
 }
 VERDICT_STYLES = {"expected": "green", "unexpected": "bold red", "unknown": "dim"}
 FLOWS_PER_FINDING = 5
+# Lines are wrapped at this width when the view goes to a file or a pipe.
+NOT_A_TERMINAL_WIDTH = 160
 
 
 def clean(text: Any) -> str:
@@ -101,13 +103,13 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
     from rich.table import Table
     from rich.text import Text
 
-    color = options.color if options is not None else False
+    options = options or ReportOptions()
     console = Console(
         file=out,
-        no_color=not color,
-        force_terminal=color,
+        no_color=not options.color,
+        force_terminal=options.color,
         highlight=False,
-        width=None if color else 160,
+        width=options.width or NOT_A_TERMINAL_WIDTH,
     )
 
     def text(value: Any, style: str = "") -> Text:
@@ -171,7 +173,7 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
                 *(text(value) for value in (host["ip"], ", ".join(host["roles"]), host["source"]))
             )
         console.print(hosts)
-    if options is not None and options.table == "flows":
+    if options.table == "flows":
         _print_flows(console, result, text)
 
 

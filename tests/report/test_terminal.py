@@ -131,3 +131,13 @@ def test_colour_on_a_terminal_unless_no_color() -> None:
     plain = _on_a_terminal(*args, env={**env, "NO_COLOR": "1"})
     assert "plaintext-http" in plain
     assert "\x1b[" not in plain
+
+
+def test_a_terminal_without_colour_keeps_its_width() -> None:
+    args = ("analyze", str(SAMPLE), "--site", str(SITE), "--fail-on", "never")
+    env = {k: v for k, v in os.environ.items() if k not in ("TERM",)}
+    env.update(TERM="xterm-256color", COLUMNS="70", NO_COLOR="1")
+    lines = _on_a_terminal(*args, env=env).replace("\r", "").splitlines()
+    assert "findings" in lines
+    assert max(len(line) for line in lines) <= 70
+    assert max(len(line) for line in _view(*args[1:]).splitlines()) > 70  # a pipe: 160
