@@ -119,8 +119,8 @@ def write_parquet(table: FlowTable, out: IO[bytes]) -> None:
 
 def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+
+    from flowaudit.report.terminal import plain_table
 
     console = Console(
         file=out, no_color=not color, highlight=False, width=160 if not color else None
@@ -136,8 +136,7 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
         )
         for warning in info.warnings:
             console.print(f"  warning: {warning}", markup=False)
-    view = Table(box=None, pad_edge=False, show_edge=False)
-    for title in (
+    headers = (
         "id",
         "proto",
         "client",
@@ -148,18 +147,14 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
         "duration",
         "tcp",
         "start",
-    ):
-        justify = "right" if title in ("id", "packets", "bytes", "duration") else "left"
-        # fold, never cut: a report must not lose the end of an IPv6 address
-        view.add_column(title, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    )
     rows = text_columns(table)
-    for k in range(len(table)):
-        proto = rows["proto"][k]
-        cells = (
+    cells = [
+        (
             str(rows["id"][k]),
-            proto,
-            _endpoint(rows["client"][k], rows["client_port"][k], proto),
-            _endpoint(rows["server"][k], rows["server_port"][k], proto),
+            rows["proto"][k],
+            _endpoint(rows["client"][k], rows["client_port"][k], rows["proto"][k]),
+            _endpoint(rows["server"][k], rows["server_port"][k], rows["proto"][k]),
             str(rows["packets"][k]),
             str(rows["bytes"][k]),
             rows["first_seen"][k],
@@ -167,8 +162,11 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
             rows["tcp_flags"][k],
             "seen" if rows["start_seen"][k] else f"not seen ({rows['direction_by'][k]})",
         )
-        view.add_row(*(Text(cell) for cell in cells))  # Text: never read as markup
-    console.print(view)
+        for k in range(len(table))
+    ]
+    # never cut: a report must not lose the end of an IPv6 address
+    for line in plain_table(headers, cells, right=("id", "packets", "bytes", "duration")):
+        out.write(line + "\n")
     console.print(f"{len(table)} flows", markup=False)
 
 
