@@ -131,17 +131,12 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
             view.add_column(title, overflow="fold")
         for pair in pairs:
             view.add_row(
-                *(
-                    text(value if value is not None else "?")
-                    for value in (
-                        pair["client_role"],
-                        pair["server_role"],
-                        pair["proto"],
-                        pair["service"],
-                        pair["port"],
-                        pair["flows"],
-                    )
-                )
+                text(pair["client_role"] or "no role"),
+                text(pair["server_role"] or "no role"),
+                text(pair["proto"]),
+                text(pair["service"]),
+                text("-" if pair["port"] is None else pair["port"]),
+                text(pair["flows"]),
             )
         console.print(view)
     if accepted:
