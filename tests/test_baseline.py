@@ -10,46 +10,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from flowaudit.baseline import parse_accept
-from flowaudit.cli import cli
 from flowaudit.errors import InputError
 from tests.conftest import REPO
+from tests.sample import SAMPLE, SITE, invoke
 from tests.test_cli import run_module
 
-SAMPLE = REPO / "samples" / "configmgr_site.pcap"
-SITE = REPO / "samples" / "site.yaml"
 
-
-def _analyze(*args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(
-        cli,
-        ["analyze", str(SAMPLE), "--format", "json", *args],
-        standalone_mode=False,
-        catch_exceptions=False,
-    )
+def _analyze(*args: str, capture: Path = SAMPLE) -> tuple[int, dict[str, Any]]:
+    result = invoke("analyze", str(capture), "--format", "json", *args)
     return result.return_value, json.loads(result.output)
 
 
 def _report(tmp_path: Path, name: str, *args: str) -> Path:
     path = tmp_path / name
-    CliRunner().invoke(
-        cli,
-        ["analyze", str(SAMPLE), "--format", "json", "-o", str(path), "--fail-on", "never", *args],
-        standalone_mode=False,
-        catch_exceptions=False,
-    )
+    invoke("analyze", str(SAMPLE), "--format", "json", "-o", str(path), "--fail-on", "never", *args)
     return path
 
 
 def _diff(old: Path, new: Path, fmt: str = "text") -> tuple[int, str]:
-    result = CliRunner().invoke(
-        cli,
-        ["diff", str(old), str(new), "--format", fmt],
-        standalone_mode=False,
-        catch_exceptions=False,
-    )
+    result = invoke("diff", str(old), str(new), "--format", fmt)
     return result.return_value, result.output
 
 
@@ -160,12 +141,8 @@ accept:
 def test_accepted_findings_are_kept_with_their_justification(tmp_path: Path) -> None:
     accept = tmp_path / "accept.yaml"
     accept.write_text(ACCEPT)
-    runner = CliRunner()
-    result = runner.invoke(
-        cli,
-        ["analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)],
-        standalone_mode=False,
-        catch_exceptions=False,
+    result = invoke(
+        "analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)
     )
     report = json.loads(result.stdout)
     accepted = [f for f in report["findings"] if f["accepted"]]
@@ -210,11 +187,8 @@ def test_an_address_outside_the_entry_keeps_the_finding_open(tmp_path: Path) -> 
     accept.write_text(
         "accept:\n  - rule: smb1\n    match: {client: 10.10.9.0/24}\n    justification: other lab\n"
     )
-    result = CliRunner().invoke(
-        cli,
-        ["analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)],
-        standalone_mode=False,
-        catch_exceptions=False,
+    result = invoke(
+        "analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)
     )
     report = json.loads(result.stdout)
     assert not any(f["accepted"] for f in report["findings"])
@@ -371,11 +345,8 @@ def test_tftp_answer_findings_match_by_dynamic_port(corpus: Path, tmp_path: Path
         "site: T\nroles:\n  distribution-point: [192.168.0.10, 172.28.5.170, 192.168.2.200]\n"
         "  management-point: [192.168.0.253, 172.28.5.91, 192.168.2.45]\n"
     )
-    result = CliRunner().invoke(
-        cli,
-        ["analyze", str(corpus / "ndpi_tftp.pcap"), "--site", str(site), "--format", "json"],
-        standalone_mode=False,
-        catch_exceptions=False,
+    result = invoke(
+        "analyze", str(corpus / "ndpi_tftp.pcap"), "--site", str(site), "--format", "json"
     )
     report = json.loads(result.output)
     tftp = [f for f in report["findings"] if f["service"] == "tftp"]
@@ -392,12 +363,7 @@ def test_findings_of_hosts_without_roles_are_told_apart_by_address(
     # Two captures of unsigned SMB between hosts no role describes: not the same finding.
     old, new = tmp_path / "a.json", tmp_path / "b.json"
     for capture, path in (("zeek_smb2_kerberos.pcap", old), ("sv_smb2_async_read_big.pcap", new)):
-        CliRunner().invoke(
-            cli,
-            ["analyze", str(corpus / capture), "--format", "json", "-o", str(path)],
-            standalone_mode=False,
-            catch_exceptions=False,
-        )
+        invoke("analyze", str(corpus / capture), "--format", "json", "-o", str(path))
     findings = json.loads(new.read_text())["findings"]
     signing = [f for f in findings if f["rule"] == "smb-signing-not-required"]
     assert signing and all(f["match"]["server"] == "192.168.20.100" for f in signing)
@@ -405,18 +371,9 @@ def test_findings_of_hosts_without_roles_are_told_apart_by_address(
     assert code == 1
     assert "- finding medium smb-signing-not-required: 10.10.34.184 -> 172.19.23.143" in text
     assert "+ finding medium smb-signing-not-required: 172.16.10.105 -> 192.168.20.100" in text
-    code, marked = _analyze_capture(corpus / "sv_smb2_async_read_big.pcap", "--baseline", str(old))
+    capture = corpus / "sv_smb2_async_read_big.pcap"
+    code, marked = _analyze("--baseline", str(old), capture=capture)
     assert {f["baseline"] for f in marked["findings"]} == {"new"}
-
-
-def _analyze_capture(capture: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(
-        cli,
-        ["analyze", str(capture), "--format", "json", *args],
-        standalone_mode=False,
-        catch_exceptions=False,
-    )
-    return result.return_value, json.loads(result.output)
 
 
 @pytest.mark.parametrize(
@@ -500,11 +457,8 @@ def test_verify_says_standard_input_cannot_be_read_again(tmp_path: Path) -> None
 def _accept_run(tmp_path: Path, text: str) -> tuple[dict[str, Any], list[str]]:
     accept = tmp_path / "accept.yaml"
     accept.write_text(text)
-    result = CliRunner().invoke(
-        cli,
-        ["analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)],
-        standalone_mode=False,
-        catch_exceptions=False,
+    result = invoke(
+        "analyze", str(SAMPLE), "--site", str(SITE), "--format", "json", "--accept", str(accept)
     )
     return json.loads(result.stdout), result.stderr.splitlines()
 

@@ -17,8 +17,7 @@ from flowaudit.flows import build_flow_table
 from flowaudit.report import AUDIT_FORMATS, ReportOptions, audit_writer
 from flowaudit.site import load_site
 from tests.conftest import REPO, corpus_files
-
-SAMPLE = REPO / "samples" / "configmgr_site.pcap"
+from tests.sample import SAMPLE
 
 
 def _write(result: AuditResult, fmt: str, table: str | None = None) -> str:

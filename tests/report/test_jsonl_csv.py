@@ -10,28 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from flowaudit.audit import audit
-from flowaudit.cli import cli
 from flowaudit.config import FlowConfig
 from flowaudit.flows import build_flow_table
 from flowaudit.report import ReportOptions
 from flowaudit.report.audit import CSV_FINDING_FIELDS, CSV_FLOW_FIELDS, csv_cell, write_csv
 from flowaudit.site import load_site
-from tests.conftest import REPO
 from tests.protobytes import tls
+from tests.sample import SAMPLE, SITE, invoke
 from tests.scapy_flows import tcp_session, write_capture
-
-SAMPLE = REPO / "samples" / "configmgr_site.pcap"
-SITE = REPO / "samples" / "site.yaml"
 
 
 def _run(*args: str) -> str:
-    result = CliRunner().invoke(
-        cli, ["analyze", *args, "--fail-on", "never"], standalone_mode=False, catch_exceptions=False
-    )
-    return result.output
+    return invoke("analyze", *args, "--fail-on", "never").output
 
 
 def _json(*args: str) -> dict[str, Any]:

@@ -11,21 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from flowaudit.cli import cli
-from tests.conftest import REPO
+from tests.sample import SAMPLE, SITE, invoke
 from tests.scapy_flows import tcp_session, write_capture
-
-SAMPLE = REPO / "samples" / "configmgr_site.pcap"
-SITE = REPO / "samples" / "site.yaml"
 
 
 def _view(*args: str) -> str:
-    result = CliRunner().invoke(
-        cli, ["analyze", *args, "--fail-on", "never"], standalone_mode=False, catch_exceptions=False
-    )
-    return result.output
+    return invoke("analyze", *args, "--fail-on", "never").output
 
 
 def test_summary_first_then_findings_by_severity_then_unexpected_pairs() -> None:
