@@ -952,8 +952,7 @@ def _http_findings(
         findings.add(
             "sdk-user-agent",
             flow_id,
-            f"{where}: User-Agent {http.get('user_agent')!r} on {http.get('method')} "
-            f"{http.get('path')}",
+            f"{where}: User-Agent {http.get('user_agent')!r} on {_request_text(http)}",
             **common,
         )
     if flow["service"] != "http" or site.security == "http":
@@ -978,12 +977,20 @@ def _http_findings(
     findings.add(
         "plaintext-http",
         flow_id,
-        f"{where}: {http.get('method')} {http.get('path')} in clear text: {what}; the site is "
+        f"{where}: {_request_text(http)} in clear text: {what}; the site is "
         f"{site.security}{note}",
         severity=severity,
         key=(endpoint.name if endpoint else None,),
         **common,
     )
+
+
+def _request_text(http: Mapping[str, Any]) -> str:
+    """``METHOD path`` of the first request, or what stands in for one the dissector could not
+    read (a response alone, or a request line it refused)."""
+    if http.get("method") is None:
+        return "an HTTP exchange whose request was not read"
+    return f"{http['method']} {http.get('path')}"
 
 
 def severity_at_least(result: AuditResult, threshold: str, *, new_only: bool = False) -> bool:

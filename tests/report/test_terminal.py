@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.protobytes import http
 from tests.sample import SAMPLE, SITE, invoke
 from tests.scapy_flows import tcp_session, write_capture
 
@@ -134,3 +135,17 @@ def test_a_terminal_without_colour_keeps_its_width() -> None:
     assert "findings" in lines
     assert max(len(line) for line in lines) <= 70
     assert max(len(line) for line in _view(*args[1:]).splitlines()) > 70  # a pipe: 160
+
+
+def test_an_unread_request_is_named_as_such(tmp_path: Path) -> None:
+    # The server's answer was read, the request line (a NUL in the path) was refused.
+    packets = tcp_session(
+        "10.10.1.21",
+        "10.10.0.12",
+        50003,
+        80,
+        [("c", b"GET /ccm\x00system HTTP/1.1\r\n\r\n"), ("s", http.http_response())],
+    )
+    text = _view(str(write_capture(tmp_path / "odd.pcap", packets)), "--site", str(SITE))
+    assert "tcp http: an HTTP exchange whose request was not read in clear text" in text
+    assert "None None" not in text
