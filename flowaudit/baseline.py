@@ -164,9 +164,7 @@ class Acceptance:
         if finding.rule != self.rule:
             return False
         found = finding.match()
-        for name, wanted in self.match.items():
-            if name in ("client", "server"):
-                continue
+        for name, wanted in self.match.items():  # (addresses are in ``networks``)
             if name == "port":
                 if not _port_matches(wanted, found["port"]):
                     return False
