@@ -65,7 +65,9 @@ def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str) -
         return yaml.SafeLoader("").construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{name}:{node.start_mark.line + 1}: {problem}") from None
+        key = ".".join(str(part) for part in path)
+        where = f"{name}:{node.start_mark.line + 1}: " + (f"{key}: " if key else "")
+        raise InputError(f"{where}{problem}") from None
 
 
 def read_yaml(text: str | bytes, name: str) -> YamlDocument:
@@ -76,8 +78,9 @@ def read_yaml(text: str | bytes, name: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise InputError(f"{name}{line}: not valid YAML ({exc.problem or exc})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{name}: not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # e.g. bytes that are not UTF-8: one line of it
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{name}: not valid YAML ({first})") from None
     lines: dict[Path_, int] = {}
     if node is None:
         return YamlDocument(name, None, lines)

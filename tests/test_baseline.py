@@ -511,3 +511,20 @@ def test_no_catch_all_and_no_unknown_service(text: str, message: str) -> None:
     with pytest.raises(InputError) as caught:
         parse_accept(text, "a.yaml")
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            b"accept:\n  - rule: smb1\n    justification: x\n    expires: 2027-02-30\n",
+            "a.yaml:4: accept.0.expires: day is out of range for month",
+        ),
+        (b"accept:\n  - rule: smb1\n    justification: caf\xe9\n", "a.yaml: not valid YAML ("),
+    ],
+)
+def test_yaml_level_errors_are_one_line_with_the_key(raw: bytes, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_accept(raw, "a.yaml")
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -80,7 +80,7 @@ def test_security_defaults_to_https_or_ehttp() -> None:
             "roles:\n  site-server: [10.10.0.10/24]\n",
             "site.yaml:2: roles.site-server.0: '10.10.0.10/24' has host bits set",
         ),
-        ("site: !!int abc\n", "site.yaml:1: invalid literal"),
+        ("site: !!int abc\n", "site.yaml:1: site: invalid literal"),
         ("site: !!python/name:os.system\n", "site.yaml:1:"),
         (
             "roles:\n  <<: {client: [10.0.0.0/8]}\n",
