@@ -37,6 +37,7 @@ import numpy as np
 from flowaudit.capture.reader import CaptureInfo
 from flowaudit.flows import FlowTable
 from flowaudit.matrix import SITE_SYSTEM_ROLES, Rule, load_rules, rules_in_force
+from flowaudit.report.flowtable import endpoint
 from flowaudit.signatures import (
     BY_PAYLOAD,
     BY_TFTP_REQUEST,
@@ -228,6 +229,15 @@ class AuditResult:
         names = list(columns)
         rows = zip(*columns.values(), strict=True)
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    @cached_property
+    def findings_by_flow(self) -> dict[int, list[Finding]]:
+        """Each flow id's findings, in the findings' order (what a flow row names)."""
+        by_flow: dict[int, list[Finding]] = {}
+        for finding in self.findings:
+            for flow_id in finding.flow_ids:
+                by_flow.setdefault(flow_id, []).append(finding)
+        return by_flow
 
     @cached_property
     def communications(self) -> list[dict[str, Any]]:
@@ -513,13 +523,10 @@ class _Where:
 
     def __format__(self, spec: str) -> str:
         flow = self.flow
-        server = flow["server"]
-        if ":" in server:  # IPv6: brackets keep the port apart from the address
-            server = f"[{server}]"
         return (
-            f"{flow['client']} ({flow['client_role'] or 'no role'}) -> {server}:"
-            f"{flow['server_port']} ({flow['server_role'] or 'no role'}) {flow['proto']} "
-            f"{flow['service']}"
+            f"{flow['client']} ({flow['client_role'] or 'no role'}) -> "
+            f"{endpoint(flow['server'], flow['server_port'])} "
+            f"({flow['server_role'] or 'no role'}) {flow['proto']} {flow['service']}"
         )
 
 
@@ -977,8 +984,7 @@ def _http_findings(
     findings.add(
         "plaintext-http",
         flow_id,
-        f"{where}: {_request_text(http)} in clear text: {what}; the site is "
-        f"{site.security}{note}",
+        f"{where}: {_request_text(http)} in clear text: {what}; the site is {site.security}{note}",
         severity=severity,
         key=(endpoint.name if endpoint else None,),
         **common,

@@ -25,6 +25,7 @@ from flowaudit.config import (
     FlowConfig,
 )
 from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
+from flowaudit.report import AUDIT_FORMATS
 
 if TYPE_CHECKING:
     from flowaudit.flows import FlowTable
@@ -197,7 +198,6 @@ def _read_captures(
 
 
 SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
-AUDIT_FORMAT_NAMES = ["table", "json", "jsonl", "csv", "html", "sarif"]
 
 
 @cli.command()
@@ -206,7 +206,7 @@ AUDIT_FORMAT_NAMES = ["table", "json", "jsonl", "csv", "html", "sarif"]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(AUDIT_FORMAT_NAMES),
+    type=click.Choice(list(AUDIT_FORMATS)),
     default="table",
     show_default=True,
     help="Output format.",

@@ -89,10 +89,7 @@ def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:
         },
     }
     file_of: dict[int, str] = {}
-    finding_ids: dict[int, list[str]] = {}
-    for finding in result.findings:
-        for flow_id in finding.flow_ids:
-            finding_ids.setdefault(flow_id, []).append(finding.id)
+    findings_of = result.findings_by_flow
     for flow in result.flows:
         file_of[flow["id"]] = flow["file"]
         yield {
@@ -101,7 +98,7 @@ def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:
             "capture": flow["file"],
             "capture_sha256": sha_of.get(flow["file"]),
             **flow,
-            "finding_ids": finding_ids.get(flow["id"], []),
+            "finding_ids": [finding.id for finding in findings_of.get(flow["id"], ())],
         }
     for finding in document["findings"]:
         first_file = file_of.get(finding["flow_ids"][0]) if finding["flow_ids"] else None
@@ -138,11 +135,9 @@ def write_csv(result: AuditResult, out: IO[str], options: ReportOptions | None =
             row["accepted"] = (finding.accepted or {}).get("justification")
             writer.writerow([csv_cell(row[name]) for name in CSV_FINDING_FIELDS])
         return
-    by_flow: dict[int, list[str]] = {}
-    for finding in result.findings:
-        for flow_id in finding.flow_ids:
-            by_flow.setdefault(flow_id, []).append(finding.rule)
+    findings_of = result.findings_by_flow
     writer.writerow(CSV_FLOW_FIELDS)
     for flow in result.flows:
-        row = dict(flow, findings=" ".join(by_flow.get(flow["id"], [])))
+        rules = " ".join(finding.rule for finding in findings_of.get(flow["id"], ()))
+        row = dict(flow, findings=rules)
         writer.writerow([csv_cell(row[name]) for name in CSV_FLOW_FIELDS])

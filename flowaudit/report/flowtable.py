@@ -170,7 +170,10 @@ def write_table(table: FlowTable, out: IO[str], *, color: bool) -> None:
     console.print(f"{len(table)} flows", markup=False)
 
 
-def _endpoint(address: str, port: int, proto: str) -> str:
-    if proto not in ("tcp", "udp"):
-        return address
+def endpoint(address: str, port: Any) -> str:
+    """address:port, an IPv6 address in brackets so that the port stays apart from it."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _endpoint(address: str, port: int, proto: str) -> str:
+    return endpoint(address, port) if proto in ("tcp", "udp") else address

@@ -28,8 +28,8 @@ from flowaudit import __version__
 from flowaudit.audit import EXPECTED, UNEXPECTED, UNKNOWN_VERDICT, AuditResult, Finding
 from flowaudit.matrix import ROLES
 from flowaudit.report import ReportOptions
-from flowaudit.report.flowtable import capture_dicts
-from flowaudit.report.terminal import clean, endpoint
+from flowaudit.report.flowtable import capture_dicts, endpoint
+from flowaudit.report.terminal import clean
 from flowaudit.signatures import load_signatures
 
 TEMPLATE = "report.html.j2"
@@ -214,9 +214,9 @@ def report_context(result: AuditResult) -> dict[str, Any]:
     """Everything the template shows, as display values."""
     site = result.site
     summary = result.summary()
-    finding_ids = _finding_ids_by_flow(result.findings)
+    findings_of = result.findings_by_flow
     many_files = len(result.captures) > 1
-    rows = [_flow_row(flow, finding_ids) for flow in result.flows]
+    rows = [_flow_row(flow, findings_of) for flow in result.flows]
     rows_by_id = {row.id: row for row in rows}
     facts_by_id = {flow["id"]: flow["facts"] for flow in result.flows}
     findings = [_finding_view(f, rows_by_id, facts_by_id) for f in result.findings]
@@ -317,15 +317,7 @@ def _chip(communication: Mapping[str, Any]) -> CommunicationChip:
 # --- flows and findings ---------------------------------------------------------------------
 
 
-def _finding_ids_by_flow(findings: Sequence[Finding]) -> dict[int, list[str]]:
-    by_flow: dict[int, list[str]] = {}
-    for finding in findings:
-        for flow_id in finding.flow_ids:
-            by_flow.setdefault(flow_id, []).append(finding.id)
-    return by_flow
-
-
-def _flow_row(flow: Mapping[str, Any], finding_ids: Mapping[int, list[str]]) -> FlowRow:
+def _flow_row(flow: Mapping[str, Any], findings_of: Mapping[int, list[Finding]]) -> FlowRow:
     return FlowRow(
         id=flow["id"],
         css_class=f"{flow['verdict']} {PLAINTEXT}" if flow["plaintext"] else flow["verdict"],
@@ -344,7 +336,7 @@ def _flow_row(flow: Mapping[str, Any], finding_ids: Mapping[int, list[str]]) -> 
         bytes=flow["bytes"],
         frames=f"{flow['first_frame']}–{flow['last_frame']}",
         file=flow["file"],
-        findings=" ".join(finding_ids.get(flow["id"], ())),
+        findings=" ".join(finding.id for finding in findings_of.get(flow["id"], ())),
         facts=facts_summary(flow["facts"]),
     )
 

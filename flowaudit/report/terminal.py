@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from flowaudit.audit import UNEXPECTED, AuditResult, Finding
 from flowaudit.report import ReportOptions
+from flowaudit.report.flowtable import endpoint
 
 # Unicode categories never sent to a terminal as they are: controls (C0/C1), format
 # characters (bidi overrides, zero-width joiners), line and paragraph separators, unassigned
@@ -48,10 +49,6 @@ def clean(text: Any) -> str:
 def _escape(char: str) -> str:
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def endpoint(address: str, port: Any) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def flow_line(flow: Mapping[str, Any]) -> str:
