@@ -36,7 +36,15 @@ import numpy as np
 
 from flowaudit.capture.reader import CaptureInfo
 from flowaudit.flows import FlowTable
-from flowaudit.matrix import SITE_SYSTEM_ROLES, Rule, load_rules, rules_in_force
+from flowaudit.matrix import (
+    PEER_ROLES,
+    SITE_SYSTEM_ROLES,
+    Rule,
+    client_facing_roles,
+    judged_pair,
+    load_rules,
+    rules_in_force,
+)
 from flowaudit.report.flowtable import endpoint
 from flowaudit.signatures import (
     BY_PAYLOAD,
@@ -58,20 +66,6 @@ UNEXPECTED = "unexpected"
 UNKNOWN_VERDICT = "unknown"
 VERDICTS = (EXPECTED, UNEXPECTED, UNKNOWN_VERDICT)
 LEGACY_TLS = {"SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1"}
-# Site systems that clients reach over HTTP(S): plaintext HTTP to them is client communication.
-CLIENT_FACING_ROLES = frozenset(
-    {
-        "management-point",
-        "distribution-point",
-        "software-update-point",
-        "fallback-status-point",
-        "state-migration-point",
-        "application-catalog-website-point",
-        "enrollment-proxy-point",
-    }
-)
-
-
 # What a finding or communication names instead of the port when the port changes from run to
 # run (a dynamic RPC port), or says nothing (a flow of no known service).
 DYNAMIC_PORT = "dynamic"
@@ -313,7 +307,11 @@ def communication_order(group: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-JudgeKey = tuple[str, str, int, bool, tuple[str, ...], tuple[str, ...], bool, bool]
+# (proto, service, server port, note 5 withdraws site system -> site server, client roles,
+# server roles, server is a group, TFTP answer, (client, server) declared internet-facing)
+JudgeKey = tuple[
+    str, str, int, bool, tuple[str, ...], tuple[str, ...], bool, bool, tuple[bool, bool]
+]
 
 
 @dataclass(frozen=True)
@@ -352,15 +350,28 @@ class Judge:
             self.by_service.setdefault((rule.proto, rule.service), []).append(rule)
         self._cache: dict[tuple[Any, ...], _Judgement] = {}
         self.note5 = bool(site.site_server_initiates)
+        # Without a site file a SQL Server is known by its protocol alone: nothing says it is
+        # the site database, so it is a peer like a domain controller.
+        self.peer_roles = PEER_ROLES | (
+            {"sql-server"} if site.source == SOURCE_INFERRED else frozenset()
+        )
 
     @staticmethod
     def _holds(role: str, roles: tuple[str, ...]) -> bool:
         return role == "any" or role in roles
 
     @staticmethod
-    def _in_force(rule: Rule, note5: bool) -> bool:
+    def _in_force(rule: Rule, note5: bool, facing: tuple[bool, bool] = (False, False)) -> bool:
         # Note 5: "Require the site server to initiate connections to this site system".
-        return not (note5 and site_system_to_site_server(rule))
+        if note5 and site_system_to_site_server(rule):
+            return False
+        # The internet-based clients' installation rows hold only for a site system the site
+        # file declares internet-facing.
+        if rule.internet_facing_end == "client":
+            return facing[0]
+        if rule.internet_facing_end == "server":
+            return facing[1]
+        return True
 
     def judge(
         self,
@@ -376,8 +387,9 @@ class Judge:
         note5 = self.note5 and self.site.site_server_must_initiate(client)
         client_roles = self.site.roles_of(client)
         server_roles = () if group else self.site.roles_of(server)
+        facing = (self.site.is_internet_facing(client), self.site.is_internet_facing(server))
         return self.judge_key(
-            (proto, service, port, note5, client_roles, server_roles, group, tftp_answer)
+            (proto, service, port, note5, client_roles, server_roles, group, tftp_answer, facing)
         )
 
     def judge_key(self, key: JudgeKey) -> _Judgement:
@@ -399,10 +411,11 @@ class Judge:
         sroles: tuple[str, ...],
         group: bool,
         tftp_answer: bool,
+        facing: tuple[bool, bool] = (False, False),
     ) -> _Judgement:
         candidates = self.by_service.get((proto, service), [])
         for rule in candidates:
-            if not self._in_force(rule, note5):
+            if not self._in_force(rule, note5, facing):
                 continue
             if tftp_answer:
                 # Note 4: the TFTP daemon answers from a dynamic port; the answer flow runs from
@@ -430,12 +443,7 @@ class Judge:
             if not rule.allows_port(port):
                 continue
             if group:
-                sender_may = {
-                    "client": (rule.client_role,),
-                    "server": (rule.server_role,),
-                    "either": (rule.client_role, rule.server_role),
-                }[rule.group_sender]
-                acting = next((r for r in sender_may if self._holds(r, croles)), None)
+                acting = next((r for r in rule.group_senders if self._holds(r, croles)), None)
                 if acting is not None:
                     return _Judgement(EXPECTED, rule, _acting(acting, croles), None, None)
                 continue
@@ -450,6 +458,10 @@ class Judge:
         first_client = croles[0] if croles else None
         first_server = sroles[0] if sroles else None
         if not croles or (not sroles and not group):
+            return _Judgement(UNKNOWN_VERDICT, None, first_client, first_server, None)
+        if not judged_pair(croles, sroles, self.peer_roles):
+            # Nothing of the site's at stake: two peers (domain controllers, internet hosts),
+            # or a client and the internet. No rule allows it, none forbids it.
             return _Judgement(UNKNOWN_VERDICT, None, first_client, first_server, None)
         if not group:
             for rule in candidates:
@@ -468,7 +480,7 @@ class Judge:
             # A site system to site server rule of a note-5 pair that the site file withdrew.
             for rule in candidates:
                 if (
-                    not self._in_force(rule, note5)
+                    not self._in_force(rule, note5, facing)
                     and rule.allows_port(port)
                     and self._holds(rule.client_role, croles)
                     and self._holds(rule.server_role, sroles)
@@ -487,6 +499,15 @@ class Judge:
                     self._holds(rule.client_role, sroles) and self._holds(rule.server_role, croles)
                 )
                 if pair and not rule.allows_port(port):
+                    return _Judgement(
+                        UNEXPECTED, None, first_client, first_server, "non-standard-port"
+                    )
+        else:
+            # To a group: a rule lets the sender's role send this service, on another port.
+            for rule in candidates:
+                if not rule.allows_port(port) and any(
+                    self._holds(r, croles) for r in rule.group_senders
+                ):
                     return _Judgement(
                         UNEXPECTED, None, first_client, first_server, "non-standard-port"
                     )
@@ -537,6 +558,8 @@ class _Findings:
         self.signatures = signatures
         self.groups: dict[tuple[Any, ...], Finding] = {}
         self.by_flow: dict[int, set[str]] = {}  # flow id -> rule ids of its findings
+        # findings (by identity) -> how many of their flows' starts were not captured
+        self.startless: dict[int, int] = {}
 
     def add(
         self,
@@ -555,6 +578,7 @@ class _Findings:
         server: str | None = None,
         matrix_rule: str | None = None,
         reference: str | None = None,
+        start_missing: bool = False,
     ) -> None:
         # Flows of no known service group by role pair alone, not one finding per port, and
         # dynamic ports by "dynamic" (``port_key``); an end of no role by its address.
@@ -596,6 +620,8 @@ class _Findings:
         rules = self.by_flow.setdefault(flow_id, set())
         if not finding.flow_ids or finding.flow_ids[-1] != flow_id:
             finding.flow_ids.append(flow_id)  # flows arrive in id order: no repeats
+            if start_missing:
+                self.startless[id(finding)] = self.startless.get(id(finding), 0) + 1
         rules.add(rule_id)
 
     def finished(self) -> list[Finding]:
@@ -605,8 +631,19 @@ class _Findings:
         )
         for number, finding in enumerate(findings, 1):
             finding.id = f"F{number:04d}"
-            if len(finding.flow_ids) > 1:
-                finding.detail += f" ({len(finding.flow_ids)} flows)"
+            flows = len(finding.flow_ids)
+            startless = self.startless.get(id(finding), 0)
+            if flows == 1 and startless:
+                finding.detail += "; the start of the flow was not captured"
+            elif flows > 1:
+                finding.detail += f" ({flows} flows"
+                if startless:
+                    finding.detail += (
+                        "; the start of none was captured"
+                        if startless == flows
+                        else f"; the start of {startless} was not captured"
+                    )
+                finding.detail += ")"
         return findings
 
 
@@ -732,6 +769,7 @@ def _judge_flows(
     for name in ("service", "evidence", "protocol", "plaintext", "facts"):
         out[name] = take(getattr(classified, name))
     start_seen = take(columns["start_seen"].tolist())
+    _turn_tftp_answers(out)
     client, server = out["client"], out["server"]
     service, evidence, facts_column = out["service"], out["evidence"], out["facts"]
     server_port = out["server_port"]
@@ -744,6 +782,7 @@ def _judge_flows(
     client_roles = [roles[address] for address in client]
     server_roles = [() if g else roles[a] for a, g in zip(server, group_column, strict=True)]
     tftp_column = [value == BY_TFTP_REQUEST for value in evidence]
+    facing = {address: site.is_internet_facing(address) for address in {*client, *server}}
     keys = list(
         zip(
             out["proto"],
@@ -754,6 +793,7 @@ def _judge_flows(
             server_roles,
             group_column,
             tftp_column,
+            [(facing[c], facing[v]) for c, v in zip(client, server, strict=True)],
             strict=True,
         )
     )
@@ -787,6 +827,22 @@ def _judge_flows(
     return out, findings, len(proto) - len(keep)
 
 
+def _turn_tftp_answers(out: dict[str, Any]) -> None:
+    """Make the TFTP client the client of an answer flow that the server's first DATA opened.
+
+    The daemon answers from a port of its own (ports page, note 4; RFC 1350 4), so the flow
+    table, which takes the first sender as client, calls the server the client. The client is
+    the host that asked on 69, as anyone reads the transfer.
+    """
+    evidence, facts = out["evidence"], out["facts"]
+    for k, how in enumerate(evidence):
+        if how != BY_TFTP_REQUEST or facts[k].get("tftp_server") != out["client"][k]:
+            continue
+        out["client"][k], out["server"][k] = out["server"][k], out["client"][k]
+        out["client_port"][k], out["server_port"][k] = out["server_port"][k], out["client_port"][k]
+        facts[k] = {**facts[k], "opened_by": "server"}
+
+
 def _flow_findings(
     findings: _Findings,
     signatures: Signatures,
@@ -808,16 +864,16 @@ def _flow_findings(
         "server": record["server"],
     }
     where = _Where(record)
-    unsure = "" if start_seen else "; the start of the flow was not captured"
     if judgement.finding == "wrong-direction":
         assert judgement.rule is not None
         findings.add(
             "wrong-direction",
             flow_id,
             f"{where}: the matrix has {judgement.rule.client_role} start this "
-            f"({judgement.rule.id}){unsure}",
+            f"({judgement.rule.id})",
             matrix_rule=judgement.rule.id,
             reference=judgement.rule.reference,
+            start_missing=not start_seen,
             **common,
         )
     elif judgement.finding == "non-standard-port":
@@ -832,7 +888,8 @@ def _flow_findings(
         findings.add(
             "unexpected-flow",
             flow_id,
-            f"{where}: no rule of the ports matrix allows this{unsure}",
+            f"{where}: no rule of the ports matrix allows this",
+            start_missing=not start_seen,
             **common,
         )
     _payload_findings(findings, signatures, site, record, facts, common, where)
@@ -876,7 +933,10 @@ def _payload_findings(
     if smb:
         if smb.get("version") == 1:
             findings.add(
-                "smb1", flow_id, f"{where}: SMB1 ({smb.get('dialect') or 'NT LM'})", **common
+                "smb1",
+                flow_id,
+                f"{where}: SMB1" + (f" ({smb['dialect']})" if smb.get("dialect") else ""),
+                **common,
             )
         if smb.get("signing_required") is False:
             findings.add(
@@ -966,7 +1026,7 @@ def _http_findings(
         return  # (WinRM over HTTP is its own row of the matrix, not client communication)
     endpoint = signatures.endpoint_for(http.get("path"))
     server_roles = set(flow["server_roles"])
-    if endpoint is None and not (server_roles & CLIENT_FACING_ROLES):
+    if endpoint is None and not (server_roles & client_facing_roles()):
         return  # not ConfigMgr client communication (e.g. a site system to the internet)
     if INTERNET in server_roles and endpoint is None:
         return

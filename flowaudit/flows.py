@@ -7,8 +7,9 @@ without ports (ICMP, ESP, GRE, ...) are keyed by address pair and protocol. Rule
   one seen from that side starts a new flow on the same 5-tuple (port reuse after FIN/RST), as
   Wireshark's ``tcp.stream`` does. TCP flows never end by time, as in tshark's tables.
 * UDP and other protocols: the first packet's sender is the client, except that a multicast or
-  broadcast destination is always the server side, and a first packet sent from a service port
-  to an ephemeral one marks the start as not seen. A flow idle for longer than
+  broadcast destination is always the server side, a first packet sent from a service port
+  to an ephemeral one marks the start as not seen, and a DHCP server (UDP 67, DHCPv6 547)
+  answering a client's port (68, 546) is the server whoever sent first. A flow idle for longer than
   ``FlowConfig.idle_timeout`` ends; the next packet opens a new one.
 * Where the start was not captured (TCP without SYN, UDP answered before asked), the side on
   the service port is the server and ``start_seen`` is false.
@@ -295,6 +296,16 @@ def _client_is_a(flows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     client_is_a[answered_first] = False
     start_seen[answered_first] = False
     direction_by[answered_first] = BY_PORT
+    # DHCP servers listen on 67 and clients on 68 (RFC 2131 4.1), DHCPv6 servers on 547 and
+    # clients on 546 (RFC 8415 7.2): a server may answer straight to the address it leases,
+    # opening a flow of its own after the client's broadcast; that flow's server is still the
+    # side on 67 (547), and its start is the exchange's, which was seen.
+    dhcp_a_server = (
+        other & ~group & (((a_port == 67) & (b_port == 68)) | ((a_port == 547) & (b_port == 546)))
+    )
+    client_is_a[dhcp_a_server] = False
+    start_seen[dhcp_a_server] = True
+    direction_by[dhcp_a_server] = BY_PORT
     return client_is_a, start_seen, direction_by
 
 

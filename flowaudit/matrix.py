@@ -115,39 +115,57 @@ EXPANSIONS: dict[str, tuple[str, ...]] = {
 
 MATRIX_ROLES: tuple[str, ...] = (*ROLES, ANY_ROLE, SITE_SYSTEM, INTERNET_SITE_SYSTEM)
 
-SERVICES: tuple[str, ...] = (
-    "smb",
-    "rpc-epm",
-    "rpc-dynamic",
-    "sql",
-    "sql-service-broker",
-    "client-notification",
-    "multicast",
-    "http",
-    "https",
-    "pxe-dhcp",
-    "tftp",
-    "binl",
-    "wake-on-lan",
-    "wakeup-proxy",
-    "ldap",
-    "ldaps",
-    "gc-ldap",
-    "gc-ldaps",
-    "remote-control",
-    "rdp",
-    "winrm-http",
-    "winrm-https",
-    "amt",
-    "dns",
-    "netbios-ns",
-    "netbios-dgm",
-    "netbios-ssn",
-    "kerberos",
-    "dhcpv6",
-    # IPsec negotiation on UDP 500 (RFC 7296 2): the System Health Validator section's text.
-    "ike",
+# Roles of hosts that exist whether or not there is a ConfigMgr site: the matrix names them as
+# the far end of a site's communications, but a flow between two of them (a workstation's
+# domain controller talking to another, two hosts on the internet) is nothing the ports page
+# says anything about, and is not judged (verdict unknown).
+PEER_ROLES: frozenset[str] = frozenset(
+    {
+        "internet",
+        "microsoft",
+        "domain-controller",
+        "exchange-online",
+        "on-premises-exchange-server",
+        "windows-intune",
+        "upstream-wsus-server",
+    }
 )
+# Hosts that are ConfigMgr clients, not site systems: their traffic to the internet (browsing,
+# cloud services) is theirs, not the site's, and is not judged either.
+CLIENT_ROLES: frozenset[str] = frozenset({"client", "mac-computer", "mobile-device"})
+
+
+def judged_pair(
+    client_roles: Sequence[str],
+    server_roles: Sequence[str],
+    peer_roles: frozenset[str] | set[str] = PEER_ROLES,
+) -> bool:
+    """Whether the matrix has anything to say about a flow between hosts of these roles.
+
+    At least one end must hold a ConfigMgr role (not a peer role), and a ConfigMgr client
+    talking with the internet is the client's own business: the ports page lists the site
+    systems' internet communications, never a client's.
+    """
+    own_client = [r for r in client_roles if r not in peer_roles]
+    own_server = [r for r in server_roles if r not in peer_roles]
+    if not own_client and not own_server:
+        return False
+    internet_end = "internet" in client_roles or "internet" in server_roles
+    if internet_end:
+        own = own_client or own_server
+        if all(r in CLIENT_ROLES for r in own):
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def service_names() -> tuple[str, ...]:
+    """The services of ``services.yaml``: the one list of service names (a matrix rule may name
+    no other, so every rule can match a flow the classifier names)."""
+    table = resources.files("flowaudit.tables") / "services.yaml"
+    data = yaml.load(table.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return tuple(data["services"])
+
 
 # The site.yaml `ports` keys, which a rule's `alternate` may name.
 ALTERNATE_KEYS: tuple[str, ...] = (
@@ -216,10 +234,22 @@ class Rule:
     reverse: bool = False  # the second direction of a <--> rule (its id ends in "-reverse")
     from_text: bool = False  # the page gives it in prose, not in a table row
     document: str = DOCUMENT
+    # Which end ("client" or "server") stood for internet-site-system before the rule was put
+    # in force: such a rule holds only for a site system the site file declares internet-facing.
+    internet_facing_end: str | None = None
 
     @property
     def dynamic(self) -> bool:
         return self.ports is None
+
+    @property
+    def group_senders(self) -> tuple[str, ...]:
+        """The roles that may send this rule's traffic to a multicast or broadcast group."""
+        return {
+            "client": (self.client_role,),
+            "server": (self.server_role,),
+            "either": (self.client_role, self.server_role),
+        }[self.group_sender]
 
     @property
     def reference(self) -> str:
@@ -377,7 +407,7 @@ class _RuleChecker:
             server_role=server_role,
             proto=self.choice("proto", PROTOS),
             ports=self.ports(),
-            service=self.choice("service", SERVICES),
+            service=self.choice("service", service_names()),
             bidirectional=self.flag("bidirectional", False),
             alternate=alternate,
             notes=self.notes(),
@@ -492,6 +522,9 @@ def _reversed(rule: Rule) -> Rule:
         server_role=rule.client_role,
         group_sender=sender,
         reverse=True,
+        internet_facing_end={"client": "server", "server": "client"}.get(
+            rule.internet_facing_end or ""
+        ),
     )
 
 
@@ -501,12 +534,16 @@ def _site_systems(rule: Rule) -> Iterator[Rule]:
     if pseudo is None:
         yield rule
         return
+    facing_end = None
+    if pseudo == INTERNET_SITE_SYSTEM:
+        facing_end = "client" if rule.client_role == pseudo else "server"
     for role in EXPANSIONS[pseudo]:
         yield replace(
             rule,
             id=rule.id.replace(pseudo, role),
             client_role=role if rule.client_role == pseudo else rule.client_role,
             server_role=role if rule.server_role == pseudo else rule.server_role,
+            internet_facing_end=facing_end,
         )
 
 
@@ -552,3 +589,15 @@ def check_wsus_ports(ports: Mapping[str, tuple[PortSpec, ...]]) -> str | None:
     if https_port != expected:
         return f"wsus-https must be {expected} when wsus-http is {http_port} (ports page, note 3)"
     return None
+
+
+@lru_cache(maxsize=1)
+def client_facing_roles() -> frozenset[str]:
+    """The roles ConfigMgr clients reach over HTTP or HTTPS, as the matrix's rows say: the one
+    list of them (plaintext HTTP to these is client communication; a host that requests their
+    endpoints is a client)."""
+    return frozenset(
+        rule.server_role
+        for rule in _default_rules()
+        if rule.client_role in CLIENT_ROLES and rule.service in ("http", "https")
+    )

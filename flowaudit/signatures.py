@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -165,6 +165,14 @@ class PayloadRule:
     protocol: str
     service: str
     ports: tuple[int, ...] = ()
+    fact: str | None = None  # the rule needs this dissector fact set (e.g. DHCP's ``pxe``)
+
+    def matches(self, protocol: str, port: int, found: Mapping[str, Any]) -> bool:
+        return (
+            self.protocol == protocol
+            and (not self.ports or port in self.ports)
+            and (self.fact is None or found.get(self.fact) not in (None, False, "", [], {}))
+        )
 
 
 @dataclass(frozen=True)
@@ -248,13 +256,18 @@ def _load_services(doc: YamlDocument) -> tuple[dict[str, Service], tuple[Payload
     for index, entry in enumerate(top["payload"] or []):
         path = ("payload", index)
         entry = _mapping(doc, entry, path)
-        _keys(doc, entry, path, ["protocol", "service"], ["ports"])
+        _keys(doc, entry, path, ["protocol", "service"], ["ports", "fact"])
         if entry["service"] not in services:
             raise doc.error((*path, "service"), f"unknown service {entry['service']!r}")
         ports_ = parse_port_list(entry.get("ports", [])) if entry.get("ports") else ()
         if ports_ is None or any(isinstance(p, tuple) for p in ports_):
             raise doc.error((*path, "ports"), "expected a list of ports")
-        rules.append(PayloadRule(str(entry["protocol"]), entry["service"], ports_))  # type: ignore[arg-type]
+        fact = entry.get("fact")
+        if fact is not None and (not isinstance(fact, str) or not fact):
+            raise doc.error((*path, "fact"), "expected the name of a dissector fact")
+        rules.append(
+            PayloadRule(str(entry["protocol"]), entry["service"], ports_, fact)  # type: ignore[arg-type]
+        )
     return services, tuple(rules)
 
 
@@ -386,7 +399,7 @@ def _with_alternates(
     for rule in rules:
         extra = alternate_ports(rule.service, site_ports) if rule.ports else []
         ports = tuple(dict.fromkeys((*rule.ports, *extra)))
-        out.append(PayloadRule(rule.protocol, rule.service, ports))
+        out.append(replace(rule, ports=ports))
     return out
 
 
@@ -455,7 +468,7 @@ def classify(
         facts[row] = {protocol: found}
         port = server_port[row]
         for rule in payload_rules:
-            if rule.protocol == protocol and (not rule.ports or port in rule.ports):
+            if rule.matches(protocol, port, found):
                 service[row], evidence[row] = rule.service, BY_PAYLOAD
                 break
         if protocol == "dcerpc":
@@ -468,6 +481,8 @@ def classify(
                     continue
         elif protocol == "tftp" and found.get("request"):
             tftp_requests[(client[row], client_port[row], server[row])] = row
+
+    _tie_pxe_answers(protocols, facts, service, payload_rules, server_port)
 
     # Flows no dissector named: by announced RPC port, else by server port.
     unnamed = [row for row, protocol in enumerate(protocols) if protocol is None]
@@ -506,6 +521,40 @@ def classify(
         if protocol is not None:
             plaintext[row] = _plaintext(plaintext[row], protocol, facts[row][protocol])
     return Classified(protocols, service, evidence, plaintext, facts, announced)
+
+
+def _tie_pxe_answers(
+    protocols: list[str | None],
+    facts: list[dict[str, Any]],
+    service: list[str],
+    payload_rules: Sequence[PayloadRule],
+    server_port: list[int],
+) -> None:
+    """A DHCP server's answers to a PXE client are PXE DHCP too.
+
+    A server may answer straight to the address it leases (RFC 2131 4.1), in a flow of its own
+    that holds no client message, so nothing in it says PXE. The client's hardware address
+    (chaddr) ties the answer to the client's PXE request in another flow.
+    """
+    rows = [row for row, protocol in enumerate(protocols) if protocol == "dhcp"]
+    pxe_clients = {
+        facts[row]["dhcp"].get("client_mac")
+        for row in rows
+        if facts[row]["dhcp"].get("pxe") and facts[row]["dhcp"].get("version") == 4
+    }
+    pxe_clients.discard(None)
+    if not pxe_clients:
+        return
+    for row in rows:
+        dhcp = facts[row]["dhcp"]
+        if dhcp.get("pxe") or dhcp.get("version") != 4:
+            continue
+        if dhcp.get("client_mac") in pxe_clients and dhcp.get("boot_file"):
+            dhcp = facts[row]["dhcp"] = {**dhcp, "pxe": True, "pxe_by": "client_mac"}
+            for rule in payload_rules:
+                if rule.matches("dhcp", server_port[row], dhcp):
+                    service[row] = rule.service
+                    break
 
 
 def _tie_tftp_answer(

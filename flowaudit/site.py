@@ -9,7 +9,7 @@ and options (ports page notes 2, 3 and 5)::
       site-server: [10.10.0.10]
       client: [10.10.1.0/24]
     ports: {http: 80, https: 443, client-notification: 10123, rpc-dynamic: 49152-65535}
-    options: {site-server-initiates: [10.10.0.13]}
+    options: {site-server-initiates: [10.10.0.13], internet-facing: [10.10.0.14]}
 
 A host may hold several roles. A host outside every role is ``internet`` when its address is
 public, else it has no role (its flows are judged ``unknown``). Without a site file the roles
@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from flowaudit.errors import InputError
-from flowaudit.matrix import ALTERNATE_KEYS, ROLES, check_wsus_ports
+from flowaudit.matrix import ALTERNATE_KEYS, ROLES, check_wsus_ports, client_facing_roles
 from flowaudit.signatures import (
     BY_PAYLOAD,
     Classified,
@@ -47,7 +48,7 @@ SECURITY_MODES = ("http", "https-or-ehttp", "https-only")
 # without a site file is held to HTTPS or Enhanced HTTP.
 DEFAULT_SECURITY = "https-or-ehttp"
 PORT_KEYS = ALTERNATE_KEYS  # the keys of `ports`: what matrix rules may name as alternate
-OPTION_KEYS = ("site-server-initiates",)
+OPTION_KEYS = ("site-server-initiates", "internet-facing")
 SITE_KEYS = ("site", "security", "roles", "ports", "options")
 INTERNET = "internet"
 SOURCE_SITE = "site"
@@ -63,6 +64,10 @@ class Site:
     roles: dict[str, list[Network]] = field(default_factory=dict)
     ports: dict[str, tuple[PortSpec, ...]] = field(default_factory=dict)
     site_server_initiates: list[Network] = field(default_factory=list)
+    # Site systems that support internet-based clients (the ports page's "Installation
+    # Requirements for Site Systems that Support Internet-Based Clients"): declared, never
+    # assumed.
+    internet_facing: list[Network] = field(default_factory=list)
     source: str = SOURCE_SITE
     path: str | None = None
     sha256: str | None = None
@@ -117,13 +122,11 @@ class Site:
 
     def site_server_must_initiate(self, address: str) -> bool:
         """Note 5: the site system at ``address`` must not start connections to the site server."""
-        if not self.site_server_initiates:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip.version == n.version and ip in n for n in self.site_server_initiates)
+        return _within(address, self.site_server_initiates)
+
+    def is_internet_facing(self, address: str) -> bool:
+        """Whether the site file declares the site system at ``address`` internet-facing."""
+        return _within(address, self.internet_facing)
 
     def hosts(self, addresses: Iterable[str]) -> list[dict[str, Any]]:
         """The report's ``hosts``: every address seen that holds a role."""
@@ -143,6 +146,16 @@ class Site:
                 }
             )
         return out
+
+
+def _within(address: str, networks: Sequence[Network]) -> bool:
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in networks)
 
 
 _PRIVATE_V4 = tuple(
@@ -265,7 +278,11 @@ def parse_site(text: str | bytes, name: str = "site.yaml") -> Site:
     for key, value in options.items():
         if key not in OPTION_KEYS:
             raise doc.error(("options", key), f"unknown option (expected {', '.join(OPTION_KEYS)})")
-        site.site_server_initiates = _networks(doc, value, ("options", key))
+        networks = _networks(doc, value, ("options", key))
+        if key == "site-server-initiates":
+            site.site_server_initiates = networks
+        else:
+            site.internet_facing = networks
     return site
 
 
@@ -294,14 +311,6 @@ _SERVER_ROLE_BY_SERVICE = {
     "tftp": "distribution-point",
     "remote-control": "client",
 }
-# Roles whose clients are ConfigMgr clients when they reach them over the client protocols.
-_CLIENT_FACING = (
-    "management-point",
-    "distribution-point",
-    "software-update-point",
-    "fallback-status-point",
-    "state-migration-point",
-)
 _CLIENT_SERVICES = ("http", "https", "client-notification")
 # Site systems a site server configures over RPC and SMB (ports page, note 5).
 _CONFIGURED_BY_SITE_SERVER = (
@@ -311,6 +320,23 @@ _CONFIGURED_BY_SITE_SERVER = (
     "fallback-status-point",
 )
 _WSUS = (8530, 8531)
+# The shares a distribution point serves its content from: the content library
+# (SCCMContentLib$), the DP's own share (SMS_DP$) and the package share (SMS_DP_SMSPKG$ and
+# SMSPKG<drive>$ of older package shares), as ConfigMgr names them.
+_CONTENT_SHARES = ("sccmcontentlib$", "sms_dp$", "sms_dp_smspkg$")
+_PACKAGE_SHARE = re.compile(r"smspkg[a-z]\$")
+
+
+def _content_shares(shares: Any) -> list[str]:
+    """The ConfigMgr content shares among SMB share names or ``\\\\host\\share`` paths."""
+    found = []
+    for share in shares or ():
+        if not isinstance(share, str):
+            continue
+        name = share.rstrip("\\").rpartition("\\")[2].lower()
+        if name in _CONTENT_SHARES or _PACKAGE_SHARE.fullmatch(name):
+            found.append(share)
+    return found
 
 
 def infer_site(
@@ -326,6 +352,7 @@ def infer_site(
     client = columns["client"].tolist()
     server = columns["server"].tolist()
     server_port = columns["server_port"].tolist()
+    client_port = columns["client_port"].tolist()
 
     def grant(address: str, role: str, why: str) -> None:
         reasons = held.setdefault(address, {}).setdefault(role, [])
@@ -370,17 +397,39 @@ def infer_site(
         dhcp = facts.get("dhcp")
         if dhcp:
             # The server's own answer must offer a boot file: a plain DHCP server answering a
-            # relayed PXE DISCOVER is not a PXE point.
+            # relayed PXE DISCOVER is not a PXE point. The PXE server is the end on port 67
+            # (RFC 2131 4.1), whichever end the flow table calls client: an answer to the
+            # broadcast address makes the server the flow's first sender.
+            pxe_server = (
+                server[row]
+                if server_port[row] == 67
+                else client[row]
+                if client_port[row] == 67
+                else None
+            )
             if (
-                dhcp.get("pxe")
+                pxe_server is not None
+                and dhcp.get("pxe")
                 and dhcp.get("boot_file")
                 and {"OFFER", "ACK"} & set(dhcp.get("message_types") or [])
-                and not is_group(server[row])
+                and not is_group(pxe_server)
+                and pxe_server not in ("0.0.0.0", "::")
             ):
                 grant(
-                    server[row], "distribution-point", f"answers PXE DHCP with a boot file ({flow})"
+                    pxe_server, "distribution-point", f"answers PXE DHCP with a boot file ({flow})"
                 )
             continue
+        if service == "wake-on-lan" and facts.get("wol"):
+            # Ports page, "Site Server --> Client": the site server sends the magic packets.
+            grant(client[row], "site-server", f"sends a Wake-on-LAN magic packet ({flow})")
+            continue
+        shares = _content_shares((facts.get("smb") or {}).get("shares"))
+        if shares:
+            grant(
+                server[row],
+                "distribution-point",
+                f"serves ConfigMgr content share {shares[0]} over SMB ({flow})",
+            )
         http = facts.get("http")
         if http:
             endpoint = signatures.endpoint_for(http.get("path"))
@@ -390,7 +439,7 @@ def infer_site(
                     endpoint.role,
                     f"serves {http.get('method')} {endpoint.prefix} ({flow})",
                 )
-                if endpoint.role in _CLIENT_FACING:
+                if endpoint.role in client_facing_roles():
                     grant(
                         client[row],
                         "client",
@@ -423,7 +472,7 @@ def infer_site(
         if (
             roles_there
             and classified.service[row] in _CLIENT_SERVICES
-            and any(r in roles_there for r in _CLIENT_FACING)
+            and any(r in roles_there for r in client_facing_roles())
             and not held.get(client[row])
         ):
             grant(

@@ -389,22 +389,37 @@ def test_the_sql_server_list_gives_one_rule_per_role_it_names() -> None:
 def test_windows_services_rest_on_the_pages_sentence(page: str) -> None:
     assert WINDOWS_SERVICES_SENTENCE in collapse(page)
     services = [rule for rule in RULES if rule.source == "windows-services"]
-    assert {(rule.service, rule.proto) for rule in services} == {
-        ("kerberos", "udp"),
-        ("kerberos", "tcp"),
-        ("ldap", "udp"),
-        ("ldap", "tcp"),
-        ("dns", "udp"),
-        ("dns", "tcp"),
-        ("smb", "tcp"),
-        ("rpc-epm", "tcp"),
-        ("rpc-dynamic", "tcp"),
-        ("dhcpv6", "udp"),
+    dc = ("any", "domain-controller")
+    link = ("any", "any")  # link-local protocols and DHCPv6 are between any hosts
+    expected = {
+        ("kerberos", "udp"): dc,
+        ("kerberos", "tcp"): dc,
+        ("kpasswd", "udp"): dc,
+        ("kpasswd", "tcp"): dc,
+        ("ntp", "udp"): dc,
+        ("ldap", "udp"): dc,
+        ("ldap", "tcp"): dc,
+        ("ldaps", "tcp"): dc,
+        ("gc-ldap", "tcp"): dc,
+        ("gc-ldaps", "tcp"): dc,
+        ("adws", "tcp"): dc,
+        ("netbios-ssn", "tcp"): dc,
+        ("dns", "udp"): dc,
+        ("dns", "tcp"): dc,
+        ("smb", "tcp"): dc,
+        ("rpc-epm", "tcp"): dc,
+        ("rpc-dynamic", "tcp"): dc,
+        ("dhcpv6", "udp"): link,
+        ("llmnr", "udp"): link,
+        ("llmnr", "tcp"): link,
+        ("mdns", "udp"): link,
+        ("ssdp", "udp"): link,
+        ("ws-discovery", "udp"): link,
+        ("rdp-udp", "udp"): ("console", "client"),
     }
+    assert {(rule.service, rule.proto) for rule in services} == set(expected)
     for rule in services:
-        # DHCPv6 is between any hosts (a DHCP server need not be a domain controller)
-        expected = ("any", "any") if rule.service == "dhcpv6" else ("any", "domain-controller")
-        assert (rule.client_role, rule.server_role) == expected
+        assert (rule.client_role, rule.server_role) == expected[(rule.service, rule.proto)]
         assert WINDOWS_SERVICES_SENTENCE in rule.reference
     # They come after every rule of the page, so a page rule is named first when both allow.
     sources = [rule.source for rule in RULES]
@@ -423,7 +438,9 @@ def test_page_notes_shape_the_special_rows() -> None:
     assert by_id["client-to-software-update-point-https"].alternate == "wsus-https"
     # Every other rule is judged by its initiator when it goes to a group.
     others = [
-        r for r in RULES if r not in (multicast, dhcp) and r.service not in ("pxe-dhcp", "dhcpv6")
+        r
+        for r in RULES
+        if r not in (multicast, dhcp) and r.service not in ("pxe-dhcp", "dhcp", "dhcpv6")
     ]
     assert {rule.group_sender for rule in others} == {"client"}
 

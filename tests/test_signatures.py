@@ -119,11 +119,14 @@ def test_tftp_answer_is_tied_to_its_request(tmp_path: Path) -> None:
     flows = _audit(tmp_path, packets)
     request = flows[(DP, 69)]
     assert (request["service"], request["verdict"]) == ("tftp", "expected")
-    answer = flows[(CLIENT, 2070)]
+    # The DP's first DATA opened the answer flow; the transfer is still the client's.
+    answer = flows[(DP, 61000)]
+    assert (answer["client"], answer["client_port"]) == (CLIENT, 2070)
     assert (answer["service"], answer["evidence"]) == ("tftp", "tftp-request")
     assert answer["facts"]["answer_to"] == request["id"]
+    assert answer["facts"]["opened_by"] == "server"
     assert answer["verdict"] == "expected"
-    assert (answer["client_role"], answer["server_role"]) == ("distribution-point", "client")
+    assert (answer["client_role"], answer["server_role"]) == ("client", "distribution-point")
 
 
 def test_signature_tables_load_and_are_hashed() -> None:
