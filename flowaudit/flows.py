@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 
 # Registered ports above 1023 on which Configuration Manager and Windows serve (the ports page
-# in shared/seeds and its Windows Server section). Used only to tell the server side of a flow
+# and its Windows Server section). Used only to tell the server side of a flow
 # whose start was not captured; every port below 1024 counts as a service port too.
 SERVICE_PORTS = frozenset(
     {
