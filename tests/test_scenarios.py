@@ -57,6 +57,9 @@ def test_every_flow_comes_out_as_expected(name: str, tmp_path: Path) -> None:
         for field in FIELDS:
             if flow[field] != expected[field]:
                 problems.append(f"{where}: {field} {flow[field]!r}, expected {expected[field]!r}")
+        opened_by = flow["facts"].get("opened_by", "client")
+        if opened_by != expected.get("opened_by", "client"):
+            problems.append(f"{where}: opened by the {opened_by}")
         rule = rules.get(flow["matrix_rule"]) if flow["matrix_rule"] else None
         got = (rule.section, rule.row) if rule else (None, None)
         if got != (expected["matrix_section"], expected["matrix_row"]):

@@ -177,8 +177,11 @@ def test_expectations_list_exactly_the_flows_of_the_capture(
     assert not missing, f"listed but not in the capture: {missing}"
     assert not unlisted, f"in the capture but not listed: {unlisted}"
     for flow in flows:
-        assert first_sender[_key_of_flow(flow)] == (flow["client"], flow["client_port"]), (
-            f"{_flow_name(flow)}: the client must be the side that sent first"
+        # A TFTP transfer belongs to the client that asked for it, although the server's first
+        # data block opened the flow (the expectation says `opened_by: server`).
+        side = "server" if flow.get("opened_by") == "server" else "client"
+        assert first_sender[_key_of_flow(flow)] == (flow[side], flow[f"{side}_port"]), (
+            f"{_flow_name(flow)}: the {side} must be the side that sent first"
         )
 
 
@@ -239,7 +242,9 @@ def test_expectations_are_well_formed(name: str) -> None:
     assert document["scenario"] == name
     for flow in document["flows"]:
         where = _flow_name(flow)
-        assert set(flow) == FLOW_KEYS, f"{where}: keys {sorted(set(flow) ^ FLOW_KEYS)}"
+        keys = set(flow) - {"opened_by"}
+        assert keys == FLOW_KEYS, f"{where}: keys {sorted(keys ^ FLOW_KEYS)}"
+        assert flow.get("opened_by", "client") in ("client", "server"), where
         assert flow["proto"] in ("tcp", "udp"), where
         assert flow["service"] in SERVICES, where
         assert flow["verdict"] in ("expected", "unexpected", "unknown"), where
