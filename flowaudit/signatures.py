@@ -410,20 +410,162 @@ def _announced_address(host: str, server: str) -> str:
         return server  # a host name: the replying server speaks for itself
 
 
-def _plaintext(default: bool, protocol: str | None, facts: Mapping[str, Any]) -> bool:
-    if protocol == "tls" or facts.get("tds8_strict"):
-        return False
+_ENCRYPTED_BODIES = ("multipart/encrypted", "application/http-spnego")
+_SESSION_AUTH = frozenset({"kerberos", "negotiate", "ntlm"})  # can set up session encryption
+_SEALED_LDAP = {
+    "kerberos": "GSSAPI wrap tokens with the Sealed flag",
+    "kerberos-rfc1964": "Kerberos RFC 1964 wrap tokens with a sealing algorithm",
+    "ntlm": "NTLMSSP-signed buffers with encrypted contents",
+}
+
+
+def _encryption_name(protocol: str) -> str:
+    """``Kerberos`` of ``application/HTTP-Kerberos-session-encrypted`` (MS-WSMV 2.2.9.1)."""
+    found = re.search(r"HTTP-([A-Za-z0-9]+)-session-encrypted", protocol, re.IGNORECASE)
+    if found is None:
+        return "session"
+    name = found.group(1)
+    return {"kerberos": "Kerberos", "spnego": "SPNEGO", "credssp": "CredSSP"}.get(
+        name.lower(), name
+    )
+
+
+def _http_bodies(facts: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(a non-empty body in clear was seen, every request seen is a POST whose body is empty
+    or lies past the window) of one HTTP flow's facts."""
+    requests = facts.get("requests") or []
+    clear = any(
+        (message.get("body_length") or 0) > 0
+        and not (message.get("content_type") or "").lower().startswith(_ENCRYPTED_BODIES)
+        for message in (*requests, *(facts.get("responses") or []))
+    )
+    posts_only = all(
+        request.get("method") == "POST" and not request.get("body_length") for request in requests
+    )
+    return clear, posts_only
+
+
+def _http_plaintext(facts: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether an HTTP flow's payload travelled in clear, and why.
+
+    A non-empty body in clear (not ``multipart/encrypted``) in either direction makes it
+    plaintext. Else a ``multipart/encrypted`` body (WinRM's session encryption, MS-WSMV
+    2.2.9.1) makes it not. Else a WinRM flow whose every request is an empty-bodied POST with
+    Kerberos, Negotiate or NTLM credentials is not plaintext either: such a POST is how a WinRM
+    client sets up the security context it then encrypts every message with (a client that
+    sends SOAP in clear sends it with its credentials), the bytes in clear carried only the
+    authentication token, and no body in clear was seen in either direction. Anything else
+    (requests and responses without a body, bodies past the window) is HTTP in clear.
+    """
+    requests = facts.get("requests") or []
+    winrm = any(str(request.get("path", "")).lower().startswith("/wsman") for request in requests)
+    what = "WinRM" if winrm else "HTTP"
+    clear, posts_only = _http_bodies(facts)
+    if clear:
+        return True, f"{what} body in clear"
+    encryption = facts.get("session_encryption")
+    if encryption is None and (facts.get("content_type") or "").lower().startswith(
+        _ENCRYPTED_BODIES
+    ):
+        encryption = str(facts["content_type"])
+    if encryption is not None:
+        name = _encryption_name(encryption)
+        return False, f"{what} {name} session encryption (multipart/encrypted)"
+    scheme = str(facts.get("auth_scheme") or "")
+    if (
+        winrm
+        and posts_only
+        and scheme.lower() in _SESSION_AUTH
+        and all(request.get("body_length") == 0 for request in requests)
+    ):
+        return False, f"WinRM {scheme} auth POST only (empty body): no payload in clear"
+    return True, f"{what} in clear (no session encryption seen)"
+
+
+def _dcerpc_plaintext(default: bool, facts: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """DCE/RPC seals its calls only at authentication level privacy ([MS-RPCE] 2.2.1.1.8);
+    a bind without an auth verifier, or any lower level, leaves the stub data in clear."""
+    level = facts.get("auth_level")
+    if level == "privacy":
+        return False, f"RPC packet privacy ({facts.get('auth_type') or 'unknown auth type'})"
+    if level is not None:
+        return True, f"RPC authentication level {level} (calls in clear, at most signed)"
+    if facts.get("interfaces"):
+        return True, "RPC bind without authentication (calls in clear)"
+    return default, None
+
+
+def _plaintext(
+    default: bool, protocol: str | None, facts: Mapping[str, Any]
+) -> tuple[bool, str | None]:
+    """Whether a flow's payload travelled in clear, and the reason when the payload decided
+    it (None: the service's default stands)."""
+    if protocol == "tls":
+        return False, "TLS handshake seen"
+    if facts.get("tds8_strict"):
+        return False, "TDS 8 strict (TLS before PRELOGIN)"
     if protocol == "http":
-        content = (facts.get("content_type") or "").lower()
-        return not content.startswith(("multipart/encrypted", "application/http-spnego"))
+        return _http_plaintext(facts)
     if protocol == "tds":
-        values = {facts.get("client_encryption"), facts.get("server_encryption")}
-        return "NOT_SUP" in values or facts.get("server_encryption") == "OFF"
-    if protocol == "ldap" and facts.get("starttls"):
-        return False
+        client, server = facts.get("client_encryption"), facts.get("server_encryption")
+        if "NOT_SUP" in (client, server):
+            return True, "TDS encryption not supported (ENCRYPT_NOT_SUP)"
+        if server == "OFF":
+            return True, "TDS encryption off (only the login is encrypted)"
+        if client is None and server is None:
+            return False, None
+        return False, "TDS encryption negotiated in PRELOGIN"
+    if protocol == "ldap":
+        protection = facts.get("sasl_protection")
+        if facts.get("starttls"):
+            return False, "StartTLS"
+        if protection == "sealed":
+            token = _SEALED_LDAP.get(str(facts.get("sasl_token")), "sealed wrap tokens")
+            return False, f"LDAP SASL sealed ({token})"
+        if protection == "signed":
+            return True, "LDAP SASL signed only (integrity wrap tokens, messages in clear)"
+        if protection == "clear":
+            return True, "LDAP in clear after the SASL bind (no security layer)"
+        return (True, "LDAP messages in clear") if default else (default, None)
+    if protocol == "dcerpc":
+        return _dcerpc_plaintext(default, facts)
     if protocol == "smb" and facts.get("encrypted"):
-        return False
-    return default
+        return False, "SMB3 encrypted session"
+    return default, None
+
+
+def _winrm_sessions(
+    client: Sequence[str],
+    server: Sequence[str],
+    server_port: Sequence[int],
+    protocols: Sequence[str | None],
+    facts: Sequence[Mapping[str, Any]],
+    plaintext: list[bool],
+    reasons: list[str | None],
+) -> None:
+    """One verdict per WinRM session: once any HTTP flow between a client and a server's port
+    shows ``multipart/encrypted`` bodies, every HTTP flow of that pair that showed no body in
+    clear and only POSTs (the empty authentication POST, or requests whose bodies lie past the
+    payload window) is not plaintext either."""
+    http_rows = [row for row, protocol in enumerate(protocols) if protocol == "http"]
+    encrypted: dict[tuple[str, str, int], str] = {}
+    for row in http_rows:
+        encryption = facts[row]["http"].get("session_encryption")
+        if encryption is not None:
+            encrypted.setdefault((client[row], server[row], server_port[row]), encryption)
+    if not encrypted:
+        return
+    for row in http_rows:
+        encryption = encrypted.get((client[row], server[row], server_port[row]))
+        if encryption is None or not plaintext[row]:
+            continue
+        clear, posts_only = _http_bodies(facts[row]["http"])
+        if not clear and posts_only:
+            plaintext[row] = False
+            reasons[row] = (
+                f"WinRM {_encryption_name(encryption)} session encryption (multipart/encrypted) "
+                "on other flows of this client and server port; no body in clear here"
+            )
 
 
 def classify(
@@ -516,10 +658,17 @@ def classify(
 
     default_plaintext = {name: entry.plaintext for name, entry in signatures.services.items()}
     plaintext = [default_plaintext[name] for name in service]
+    reasons: list[str | None] = [None] * count
     for row in has_payload:
         protocol = protocols[row]
         if protocol is not None:
-            plaintext[row] = _plaintext(plaintext[row], protocol, facts[row][protocol])
+            plaintext[row], reasons[row] = _plaintext(
+                plaintext[row], protocol, facts[row][protocol]
+            )
+    _winrm_sessions(client, server, server_port, protocols, facts, plaintext, reasons)
+    for row, reason in enumerate(reasons):
+        if reason is not None:
+            facts[row]["plaintext_reason"] = reason
     return Classified(protocols, service, evidence, plaintext, facts, announced)
 
 

@@ -6,6 +6,15 @@ datagram on UDP (CLDAP, RFC 1798, carries the same messages). After a SASL bind 
 negotiated integrity, messages travel in SASL buffers (RFC 4422 3.7: a 4-byte length, then
 the mechanism's token); the Kerberos wrap token (RFC 4121 4.2.6.2) of GSSAPI and GSS-SPNEGO
 without confidentiality carries its LDAPMessages in clear and is read, sealed tokens are skipped.
+
+``sasl_protection`` says what followed a SASL bind: ``"sealed"`` when every security layer
+buffer seen is encrypted (a Kerberos wrap token with the Sealed flag, RFC 4121 4.2.6.2; an
+RFC 1964 / RFC 4757 wrap token with a sealing algorithm; an NTLMSSP message signature, MS-NLMP
+2.2.2.9, followed by bytes that are no LDAPMessage), ``"signed"`` when a buffer carried its
+LDAPMessages in clear under an integrity-only token, ``"clear"`` when plain LDAPMessages
+followed the SASL bind (no security layer), None when nothing after a SASL bind was seen.
+``sasl_token`` names the token kind: ``"kerberos"`` (RFC 4121), ``"kerberos-rfc1964"``,
+``"ntlm"``.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ OPERATIONS = {
 # Responses that end in an LDAPResult (RFC 4511 4.1.9) whose first field is resultCode.
 _RESULT_OPERATIONS = frozenset({1, 5, 7, 9, 11, 13, 15, 24})
 _BIND_REQUEST, _SEARCH_REQUEST, _EXTENDED_REQUEST = 0, 3, 23
+_BIND_OPERATIONS = frozenset({0, 1})  # bindRequest, bindResponse
 
 # X.690 identifier octets used here.
 SEQUENCE = 0x30
@@ -64,6 +74,21 @@ _SASL = 0xA3  # AuthenticationChoice sasl [3] SaslCredentials
 _KRB5_WRAP_TOKEN = b"\x05\x04"
 _KRB5_WRAP_SEALED = 0x02
 _KRB5_WRAP_HEADER = 16
+_KRB5_WRAP_FLAGS = 0x07  # SentByAcceptor, Sealed, AcceptorSubkey: the only flags defined
+# RFC 1964 1.2.2 / RFC 4757 7.3: the older Kerberos wrap token (DES, RC4-HMAC), inside the
+# RFC 2743 3.1 framing (0x60, length, the Kerberos OID); SEAL_ALG ff ff means not sealed.
+_RFC1964_WRAP_TOKEN = b"\x02\x01"
+_RFC1964_HEADER = 24  # TOK_ID, SGN_ALG, SEAL_ALG, Filler, SND_SEQ, SGN_CKSUM
+_RFC1964_CONFOUNDER = 8
+_RFC1964_NOT_SEALED = b"\xff\xff"  # SEAL_ALG: none
+_KRB5_OIDS = (
+    bytes.fromhex("06092a864886f712010202"),  # 1.2.840.113554.1.2.2
+    bytes.fromhex("06092a864882f712010202"),  # 1.2.840.48018.1.2.2 (Microsoft's)
+)
+# MS-NLMP 2.2.2.9: NTLMSSP_MESSAGE_SIGNATURE, Version 1, then checksum and sequence number.
+_NTLM_SIGNATURE_VERSION = b"\x01\x00\x00\x00"
+_NTLM_SIGNATURE = 16
+SEALED, SIGNED, CLEAR = "sealed", "signed", "clear"
 
 
 class Element(NamedTuple):
@@ -156,48 +181,138 @@ def _message_at(data: bytes, offset: int) -> tuple[_Message, int] | None:
     return _Message(number, data, protocol_op), envelope.end
 
 
-def _unwrap_sasl(buffer: bytes) -> bytes | None:
-    """The clear payload of a Kerberos wrap token without confidentiality, else None.
+class _Layer(NamedTuple):
+    """What one SASL security layer buffer showed: its token kind and whether it was sealed."""
 
-    RFC 4121 4.2.6.2 / 4.2.5: header TOK_ID, Flags, Filler, EC, RRC, SND_SEQ (16 octets); the
-    data after it is rotated right by RRC octets and ends in an EC-octet checksum.
+    token: str
+    sealed: bool
+
+
+def _krb5_wrap(buffer: bytes, whole: bool) -> tuple[_Layer, bytes | None] | None:
+    """An RFC 4121 4.2.6.2 wrap token and, when not sealed and whole, its clear payload.
+
+    Header TOK_ID, Flags, Filler, EC, RRC, SND_SEQ (16 octets); the data after it is rotated
+    right by RRC octets (4.2.5) and, without confidentiality, ends in an EC-octet checksum.
     """
-    if buffer[:2] != _KRB5_WRAP_TOKEN or len(buffer) < _KRB5_WRAP_HEADER:
+    if (
+        buffer[:2] != _KRB5_WRAP_TOKEN
+        or len(buffer) < _KRB5_WRAP_HEADER
+        or buffer[3] != 0xFF
+        or buffer[2] & ~_KRB5_WRAP_FLAGS
+    ):
         return None
     if buffer[2] & _KRB5_WRAP_SEALED:
-        return None
-    extra_count = int.from_bytes(buffer[4:6], "big")
-    rotation = int.from_bytes(buffer[6:8], "big")
+        return _Layer("kerberos", True), None
+    layer = _Layer("kerberos", False)
     body = buffer[_KRB5_WRAP_HEADER:]
-    if not body:
-        return None
-    rotation %= len(body)
+    if not whole or not body:
+        return layer, None
+    extra_count = int.from_bytes(buffer[4:6], "big")
+    rotation = int.from_bytes(buffer[6:8], "big") % len(body)
     body = body[rotation:] + body[:rotation]
-    return body[: max(0, len(body) - extra_count)]
+    return layer, body[: max(0, len(body) - extra_count)]
+
+
+def _rfc1964_wrap(buffer: bytes) -> tuple[_Layer, bytes | None] | None:
+    """An RFC 1964 1.2.2 wrap token (RFC 4757 7.3 for RC4-HMAC) and, unsealed, its payload."""
+    token = buffer
+    if buffer[:1] == b"\x60":  # RFC 2743 3.1: [APPLICATION 0] { thisMech OID, token }
+        framing = read_element(buffer, 0)
+        if framing is None:
+            return None
+        oid = buffer[framing.start : framing.start + len(_KRB5_OIDS[0])]
+        if oid not in _KRB5_OIDS:
+            return None
+        token = buffer[framing.start + len(oid) :]
+    if token[:2] != _RFC1964_WRAP_TOKEN or len(token) < _RFC1964_HEADER:
+        return None
+    if token[6:8] != b"\xff\xff":  # Filler
+        return None
+    if token[4:6] != _RFC1964_NOT_SEALED:
+        return _Layer("kerberos-rfc1964", True), None
+    # The confounder, then the data and 1-8 octets of padding (message_at ignores those).
+    return _Layer("kerberos-rfc1964", False), token[_RFC1964_HEADER + _RFC1964_CONFOUNDER :]
+
+
+def _ntlm_signed(buffer: bytes, length: int) -> tuple[_Layer, bytes | None] | None:
+    """An NTLMSSP message signature (MS-NLMP 2.2.2.9) before the message, as GSS-SPNEGO with
+    NTLM sends it: signed only when an LDAPMessage in clear fills the rest of the buffer."""
+    if buffer[:4] != _NTLM_SIGNATURE_VERSION or length <= _NTLM_SIGNATURE:
+        return None
+    data = buffer[_NTLM_SIGNATURE:]
+    message = _message_at(data, 0)
+    if message is not None and message[1] == length - _NTLM_SIGNATURE:
+        return _Layer("ntlm", False), data
+    if len(buffer) < _NTLM_SIGNATURE + 8:
+        return None  # too little of the message to tell sealed from cut
+    return _Layer("ntlm", True), None
+
+
+def _sasl_token(buffer: bytes, length: int) -> tuple[_Layer, bytes | None] | None:
+    """The security layer token in one SASL buffer (``buffer`` may be cut short of
+    ``length``): its kind, and the clear bytes it carries when it is not sealed."""
+    whole = len(buffer) == length
+    return _krb5_wrap(buffer, whole) or _rfc1964_wrap(buffer) or _ntlm_signed(buffer, length)
+
+
+class _Stream(NamedTuple):
+    """One direction read: its LDAPMessages, which of them travelled plain (outside any SASL
+    buffer), and the security layer tokens seen."""
+
+    messages: list[_Message]
+    plain: list[bool]
+    layers: list[_Layer]
+
+
+def _read(stream: bytes) -> _Stream:
+    found: list[_Message] = []
+    plain: list[bool] = []
+    layers: list[_Layer] = []
+    offset = 0
+    while offset < len(stream) and len(found) < _MAX_MESSAGES:
+        message = _message_at(stream, offset)
+        if message is not None:
+            found.append(message[0])
+            plain.append(True)
+            offset = message[1]
+            continue
+        # A SASL buffer after a bind: only once plain LDAP has been seen.
+        length = int.from_bytes(stream[offset : offset + 4], "big")
+        buffer = stream[offset + 4 : offset + 4 + length]
+        if not found or length < _KRB5_WRAP_HEADER or len(buffer) < _KRB5_WRAP_HEADER:
+            break
+        token = _sasl_token(buffer, length)
+        if token is not None:
+            layers.append(token[0])
+            clear, inner = token[1], 0
+            while clear and len(found) < _MAX_MESSAGES and (wrapped := _message_at(clear, inner)):
+                found.append(wrapped[0])
+                plain.append(False)
+                inner = wrapped[1]
+        if len(buffer) != length:
+            break  # cut by the window: its header was read, the rest is past the bytes
+        offset += 4 + length
+    return _Stream(found, plain, layers)
 
 
 def messages(stream: bytes) -> list[_Message]:
     """The LDAPMessages of one direction, plain or in SASL buffers, in order."""
-    found: list[_Message] = []
-    offset = 0
-    while offset < len(stream) and len(found) < _MAX_MESSAGES:
-        plain = _message_at(stream, offset)
-        if plain is not None:
-            found.append(plain[0])
-            offset = plain[1]
-            continue
-        # A SASL buffer after a bind: only once plain LDAP has been seen, and only whole.
-        length = int.from_bytes(stream[offset : offset + 4], "big")
-        buffer = stream[offset + 4 : offset + 4 + length]
-        if not found or len(buffer) != length or length < _KRB5_WRAP_HEADER:
-            break
-        clear = _unwrap_sasl(buffer)
-        inner = 0
-        while clear and len(found) < _MAX_MESSAGES and (wrapped := _message_at(clear, inner)):
-            found.append(wrapped[0])
-            inner = wrapped[1]
-        offset += 4 + length
-    return found
+    return _read(stream).messages
+
+
+def _protection(sasl_bind: bool, *streams: _Stream) -> tuple[str | None, str | None]:
+    """(sasl_protection, sasl_token) of both directions read."""
+    layers = [layer for stream in streams for layer in stream.layers]
+    if layers:
+        sealed = all(layer.sealed for layer in layers)
+        return (SEALED if sealed else SIGNED), layers[0].token
+    if not sasl_bind:
+        return None, None
+    for stream in streams:
+        binds = [n for n, m in enumerate(stream.messages) if m.operation in _BIND_OPERATIONS]
+        if binds and any(stream.plain[binds[-1] + 1 :]):
+            return CLEAR, None  # plain LDAP after the bind: no security layer
+    return None, None
 
 
 def _fields(message: _Message) -> list[Element]:
@@ -213,7 +328,8 @@ def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
     """
     if c2s[:1] != b"\x30" and s2c[:1] != b"\x30":
         return None
-    requests, responses = messages(c2s), messages(s2c)
+    client, server = _read(c2s), _read(s2c)
+    requests, responses = client.messages, server.messages
     if not requests and not responses:
         return None
     facts: dict[str, Any] = {
@@ -225,6 +341,8 @@ def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
         "starttls": False,
         "base_dn": None,
         "result_code": None,
+        "sasl_protection": None,
+        "sasl_token": None,
     }
     for message in (*requests, *responses):
         name = OPERATIONS[message.operation]
@@ -238,6 +356,9 @@ def parse(c2s: bytes, s2c: bytes) -> dict[str, Any] | None:
             if fields and fields[0].tag == ENUMERATED:
                 facts["result_code"] = integer(message.data, fields[0])
             break
+    facts["sasl_protection"], facts["sasl_token"] = _protection(
+        facts["bind_auth"] == "sasl", client, server
+    )
     return facts
 
 

@@ -47,17 +47,36 @@ def _facts(**expected: Any) -> dict[str, Any]:
         "reason": None,
         "server": None,
         "requests": [],
+        "responses": [],
+        "session_encryption": None,
     }
     facts.update(expected)
     return facts
 
 
+def _req(
+    method: str, path: str, content_type: str | None = None, body_length: int | None = 0
+) -> dict[str, Any]:
+    """One entry of ``requests``: a request without a body unless told otherwise."""
+    return {
+        "method": method,
+        "path": path,
+        "content_type": content_type,
+        "body_length": body_length,
+    }
+
+
+def _resp(status: int, body_length: int | None, content_type: str | None = None) -> dict[str, Any]:
+    return {"status": status, "content_type": content_type, "body_length": body_length}
+
+
 def _request_facts(method: str, path: str, **expected: Any) -> dict[str, Any]:
+    body = expected.pop("body_length", 0)
     return _facts(
         method=method,
         path=path,
         version="HTTP/1.1",
-        requests=expected.pop("requests", [{"method": method, "path": path}]),
+        requests=expected.pop("requests", [_req(method, path, expected.get("content_type"), body)]),
         **expected,
     )
 
@@ -83,9 +102,11 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             host="mp01.corp.example",
             user_agent="ccmhttp",
             content_type=MULTIPART,
+            body_length=6,
             status=200,
             reason="OK",
             server="Microsoft-IIS/10.0",
+            responses=[_resp(200, 0)],
         ),
     ),
     (
@@ -109,6 +130,7 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             host="mp01.corp.example",
             user_agent=SDK_USER_AGENT,
             content_type=MULTIPART,
+            body_length=6,
         ),
     ),
     (
@@ -141,6 +163,7 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             status=401,
             reason="",
             server="Microsoft-HTTPAPI/2.0",
+            responses=[_resp(401, None)],  # no Content-Length: the body runs to the close
         ),
     ),
     (
@@ -153,8 +176,8 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             "/SMS_DP_SMSPKG$/PS100001",
             host="dp01",
             requests=[
-                {"method": "PROPFIND", "path": "/SMS_DP_SMSPKG$/PS100001"},
-                {"method": "RPC_IN_DATA", "path": "/rpc/rpcproxy.dll?exch01:6001"},
+                _req("PROPFIND", "/SMS_DP_SMSPKG$/PS100001"),
+                _req("RPC_IN_DATA", "/rpc/rpcproxy.dll?exch01:6001"),
             ],
         ),
     ),
@@ -167,10 +190,10 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             "/SMS_MP/.sms_aut?MPLIST",
             host="mp01",
             requests=[
-                {"method": "GET", "path": "/SMS_MP/.sms_aut?MPLIST"},
-                {"method": "CCM_POST", "path": "/ccm_system/request"},
-                {"method": "CCM_POST", "path": "/ccm_system_windowsauth/request"},
-                {"method": "GET", "path": "/SMS_MP/.sms_pol?{1234}"},
+                _req("GET", "/SMS_MP/.sms_aut?MPLIST"),
+                _req("CCM_POST", "/ccm_system/request", body_length=300),
+                _req("CCM_POST", "/ccm_system_windowsauth/request", body_length=3),  # chunked
+                _req("GET", "/SMS_MP/.sms_pol?{1234}"),
             ],
         ),
     ),
@@ -190,7 +213,7 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             "/a",
             host="h",
             user_agent="u",
-            requests=[{"method": "GET", "path": "/a"}, {"method": "POST", "path": "/b"}],
+            requests=[_req("GET", "/a"), _req("POST", "/b")],
         ),
     ),
     (
@@ -205,20 +228,21 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             status=404,
             reason="Not Found",
             server="tiny",
-            requests=[{"method": "GET", "path": "/x"}],
+            requests=[_req("GET", "/x")],
+            responses=[_resp(404, None)],
         ),
     ),
     (
         "kerberos-token-cut-by-the-window",
         b"POST /wsman HTTP/1.1\r\nAuthorization: Kerberos YIIGQAYJKoZIhvcSAQICAQBugg",
         b"",
-        _request_facts("POST", "/wsman", auth_scheme="Kerberos"),
+        _request_facts("POST", "/wsman", auth_scheme="Kerberos", body_length=None),
     ),
     (
         "header-value-cut-is-not-kept",
         b"GET / HTTP/1.1\r\nHost: mp0",
         b"",
-        _request_facts("GET", "/"),
+        _request_facts("GET", "/", body_length=None),
     ),
     (
         "response-only",
@@ -229,6 +253,7 @@ CASES: list[tuple[str, bytes, bytes, dict[str, Any] | None]] = [
             status=503,
             reason="Service Unavailable",
             server="Microsoft-HTTPAPI/2.0",
+            responses=[_resp(503, None)],
         ),
     ),
     (
@@ -262,7 +287,7 @@ def test_at_most_16_requests_and_256_characters() -> None:
     assert facts is not None
     assert len(facts["requests"]) == 16
     assert facts["path"] == long_path[:256]
-    assert facts["requests"][15] == {"method": "GET", "path": long_path[:256]}
+    assert facts["requests"][15] == _req("GET", long_path[:256])
 
 
 def test_body_past_the_window_ends_the_request_list() -> None:
@@ -270,7 +295,7 @@ def test_body_past_the_window_ends_the_request_list() -> None:
     c2s += http_request("GET", "/after")
     facts = http.parse(c2s, b"")
     assert facts is not None
-    assert facts["requests"] == [{"method": "CCM_POST", "path": "/ccm_system/request"}]
+    assert facts["requests"] == [_req("CCM_POST", "/ccm_system/request", body_length=5000)]
 
 
 # --- tiny captures through the flow table ------------------------------------------------------
@@ -394,7 +419,7 @@ def _differences(facts: dict[str, Any] | None, expected: dict[str, Any]) -> list
     found = []
     for key, value in expected.items():
         if key == "requests":
-            ours = facts["requests"]
+            ours = [{"method": r["method"], "path": r["path"]} for r in facts["requests"]]
             if not ours or ours != value[: len(ours)]:
                 found.append(f"requests: ours {ours}, tshark {value}")
         elif facts[key] != value:
