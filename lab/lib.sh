@@ -138,6 +138,25 @@ lab_clean_stale() {
   done
 }
 
+# The scenario's output directory (its first argument), created, as an absolute path:
+#   OUTDIR="$(lab_outdir "${1:-}")"
+lab_outdir() {
+  local dir="${1:?usage: LAB_SCENARIO=$LAB_SCENARIO bash lab/scenarios/$LAB_SCENARIO.sh OUTDIR}"
+  mkdir -p "$dir" && (cd "$dir" && pwd)
+}
+
+# On exit the namespaces go; so does $LAB_TMP, unless the run failed (its logs tell why) or
+# LAB_KEEP is set.
+lab_exit() {
+  local rc=$?
+  lab_down
+  if [ "$rc" -eq 0 ] && [ -z "${LAB_KEEP:-}" ]; then
+    rm -rf "$LAB_TMP"
+  else
+    lab_log "state and logs kept in $LAB_TMP"
+  fi
+}
+
 lab_clean_stale
-trap 'lab_down' EXIT
+trap lab_exit EXIT
 lab_switch_up

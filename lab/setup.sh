@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 packages=(samba samba-ad-dc samba-dsdb-modules samba-vfs-modules smbclient winbind krb5-user
           ldap-utils nginx-light openssl dnsmasq-base tftpd-hpa tftp-hpa isc-dhcp-client
-          wakeonlan socat curl tcpdump iproute2 dnsutils)
+          wakeonlan socat curl tcpdump iproute2 dnsutils libsasl2-modules-gssapi-mit)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -27,9 +27,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
-OUTDIR="${1:?usage: pxe.sh OUTDIR}"
-mkdir -p "$OUTDIR"
-OUTDIR="$(cd "$OUTDIR" && pwd)"
+OUTDIR="$(lab_outdir "${1:-}")"
 
 DP=10.77.0.13
 BOOT_FILE=smsboot/x64/wdsnbp.com
