@@ -20,6 +20,7 @@ from flowaudit.config import MAX_PAYLOAD_BYTES, FlowConfig
 from flowaudit.dissect import http, ldap
 from flowaudit.flows import build_flow_table
 from flowaudit.signatures import _plaintext, classify
+from tests.conftest import corpus_files
 from tests.dissect.common import directions
 from tests.dissect.tshark_streams import oracle_files, tshark_fields, wide_payloads
 from tests.protobytes import ldap as pb
@@ -32,6 +33,7 @@ PURPLESHARP = "otrf_purplesharp_ad_mixed.cap"
 KERBEROS_ENCRYPTION = "WinRM Kerberos session encryption (multipart/encrypted)"
 SEALED_GSSAPI = "LDAP SASL sealed (GSSAPI wrap tokens with the Sealed flag)"
 SIGNED = "LDAP SASL signed only (integrity wrap tokens, messages in clear)"
+LAB_AD = Path(__file__).resolve().parent.parent / "lab" / "captures" / "ad.pcap"
 
 
 def _flows(path: Path, payload_bytes: int = 2048) -> list[dict[str, Any]]:
@@ -507,8 +509,6 @@ def test_session_pass_spares_flows_with_a_clear_body_and_other_pairs(tmp_path: P
 
 # --- DCE/RPC -----------------------------------------------------------------------------------
 
-LAB_AD = Path(__file__).resolve().parent.parent / "lab" / "captures" / "ad.pcap"
-
 
 @pytest.mark.parametrize(
     ("facts", "expected"),
@@ -567,3 +567,36 @@ def test_dcerpc_plaintext_against_tshark(tshark: str) -> None:
         assert flow["plaintext"] is (seen != {"6"}), (flow["id"], seen)
         reason = flow["facts"]["plaintext_reason"]
         assert ("without authentication" in reason) is (not seen), (reason, seen)
+
+
+@pytest.mark.corpus
+def test_ldap_cleartext_bind_on_every_simple_bind_with_a_password(
+    corpus: Path, tshark: str
+) -> None:
+    """tshark is the oracle: every TCP conversation of the corpus and of the lab's AD recording
+    (OpenLDAP's ldapsearch against Samba: simple binds on 389 and 3268, one after StartTLS)
+    that carries an LDAP simple bind with a non-empty password outside TLS is an
+    ``ldap-cleartext-bind`` finding (HIGH), and no other flow is."""
+    expected: set[tuple[str, frozenset[tuple[str, int]]]] = set()
+    found: set[tuple[str, frozenset[tuple[str, int]]]] = set()
+    fields = ("ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport")
+    for path in (*corpus_files(), LAB_AD):
+        for frame in tshark_fields(tshark, path, 'ldap.simple != "" && !tls', fields):
+            src = (frame["ip.src"] or frame["ipv6.src"])[0]
+            dst = (frame["ip.dst"] or frame["ipv6.dst"])[0]
+            ends = {(src, int(frame["tcp.srcport"][0])), (dst, int(frame["tcp.dstport"][0]))}
+            expected.add((path.name, frozenset(ends)))
+        result = audit(build_flow_table([path]))
+        by_id = {flow["id"]: flow for flow in result.flows}
+        for finding in result.findings:
+            if finding.rule != "ldap-cleartext-bind":
+                continue
+            assert finding.severity == "high"
+            for flow in (by_id[i] for i in finding.flow_ids):
+                ends = {
+                    (flow["client"], flow["client_port"]),
+                    (flow["server"], flow["server_port"]),
+                }
+                found.add((path.name, frozenset(ends)))
+    assert {name for name, _ in expected} == {"zeek_ldap_gc3268_vlan.pcap", "ad.pcap"}
+    assert found == expected

@@ -280,3 +280,46 @@ def test_lab_expectation(check: Check, source: str) -> None:
         assert not extra, f"HIGH findings beyond the planted ones ({part}):\n" + "\n".join(
             f"{f.rule} {f.severity}: {f.detail}" for f in extra
         )
+
+
+# Finding rules no real software in the lab produces, and why (lab/README.md, "What the lab
+# cannot run"); each is produced by the scenario captures of tests/scenarios.
+NOT_IN_THE_LAB = {
+    "sql-encryption-off": "no real SQL Server in Debian or PyPI",
+    "rpc-unannounced-port": "needs a capture that missed the endpoint-mapper exchange",
+    "unexpected-flow": "no real software here makes a communication no rule explains",
+}
+
+
+def _rules_of_findings() -> set[str]:
+    document = yaml.safe_load((REPO / "signatures" / "findings.yaml").read_text())
+    return set(document["rules"])
+
+
+def _planted() -> set[str]:
+    """The finding rules the lab's expectations require of its recordings."""
+    return {
+        entry["rule"]
+        for scenario in scenarios()
+        for part in ("with_site", "without_site")
+        for entry in ((expectations(scenario).get("findings") or {}).get(part) or {}).get("present")
+        or []
+    }
+
+
+def test_every_finding_rule_is_planted_in_the_lab_or_said_why() -> None:
+    planted = _planted()
+    rules = _rules_of_findings()
+    assert set(NOT_IN_THE_LAB) <= rules
+    assert rules - set(NOT_IN_THE_LAB) <= planted, "a rule no lab flow produces"
+    assert not planted & set(NOT_IN_THE_LAB), "planted now: drop it from NOT_IN_THE_LAB"
+
+
+def test_every_finding_rule_is_produced_by_a_test_capture() -> None:
+    """By a scenario capture built from the specs or by a committed lab recording (audited on
+    every machine)."""
+    produced = _planted()
+    for path in (REPO / "tests" / "scenarios").glob("*.yaml"):
+        for flow in yaml.safe_load(path.read_text())["flows"]:
+            produced.update(flow["findings"])
+    assert _rules_of_findings() - produced == set()
