@@ -346,7 +346,10 @@ class Judge:
     def __init__(self, rules: Sequence[Rule], site: Site) -> None:
         self.site = site
         self.by_service: dict[tuple[str, str], list[Rule]] = {}
-        for rule in rules:
+        # Page order, except that a row presupposing a configuration (multicast) yields to a
+        # general row allowing the same flow (a client's SMB to a DP is "Client to Server
+        # Shares", not multicast).
+        for rule in sorted(rules, key=lambda rule: rule.when is not None):
             self.by_service.setdefault((rule.proto, rule.service), []).append(rule)
         self._cache: dict[tuple[Any, ...], _Judgement] = {}
         self.note5 = bool(site.site_server_initiates)

@@ -207,7 +207,10 @@ _REQUIRED = (
     "service",
     "source",
 )
-_OPTIONAL = ("alternate", "notes", "group_sender", "answer_from_dynamic", "from_text")
+_OPTIONAL = ("alternate", "notes", "group_sender", "answer_from_dynamic", "from_text", "when")
+# A row that presupposes a site system's configuration ("Distribution Point Configured for
+# Multicast"): when a general row allows the same flow, the general row names it.
+WHEN = ("multicast",)
 _TOP_KEYS = ("version", "document", "source", "rules")
 _ID_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _REVERSE_SUFFIX = "-reverse"
@@ -237,6 +240,7 @@ class Rule:
     # Which end ("client" or "server") stood for internet-site-system before the rule was put
     # in force: such a rule holds only for a site system the site file declares internet-facing.
     internet_facing_end: str | None = None
+    when: str | None = None  # WHEN: the configuration the row presupposes
 
     @property
     def dynamic(self) -> bool:
@@ -415,6 +419,7 @@ class _RuleChecker:
             answer_from_dynamic=self.flag("answer_from_dynamic", False),
             source=self.choice("source", SOURCES),
             from_text=self.flag("from_text", False),
+            when=self.choice("when", WHEN) if "when" in self.entry else None,
         )
 
 

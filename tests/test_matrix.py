@@ -751,6 +751,10 @@ BAD_TABLES = [
         "bad.yaml:1: version: 2 is not a version this flowaudit reads (1)",
     ),
     (HEAD + GOOD_RULE + "colour: red\n", "bad.yaml:15: colour: unknown key"),
+    (
+        _edit("source", "ports-page", "    when: pxe\n"),
+        "bad.yaml:15: rule 1 (r-one): when: unknown when 'pxe' (expected one of multicast)",
+    ),
     (HEAD.replace('source: "x"\n', "") + GOOD_RULE, "bad.yaml:1: source: missing"),
     (HEAD.replace("rules:\n", "rules: {}\n"), "bad.yaml:4: rules: expected a list of rules"),
     ("rules: [\n", "bad.yaml:2: not valid YAML"),

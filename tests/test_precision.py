@@ -261,3 +261,18 @@ def test_no_matrix_finding_between_hosts_without_a_configmgr_role(capture: Path)
         for flow in flows:
             roles = set(flow["client_roles"]) | set(flow["server_roles"])
             assert roles - peers, f"{capture.name}: {finding.detail}"
+
+
+def test_a_row_that_presupposes_multicast_yields_to_the_general_shares_row() -> None:
+    """A client's SMB to a DP is "Client to Server Shares"; the multicast DP's SMB row (page
+    order puts it first) names it only when no general row allows the flow."""
+    flow = ("tcp", "smb", 445, "10.0.1.20", "10.0.0.13", False)
+    judgement = judge_of(SITE).judge(*flow)
+    assert judgement.verdict == EXPECTED
+    assert judgement.rule is not None
+    assert judgement.rule.id == "client-to-distribution-point-shares-smb"
+    rules = rules_in_force(load_rules(), SITE.ports)
+    [multicast] = [r for r in rules if r.id == "client-to-multicast-distribution-point-smb"]
+    assert multicast.when == "multicast"
+    alone = Judge([r for r in rules if r.id != judgement.rule.id], SITE).judge(*flow)
+    assert alone.verdict == EXPECTED and alone.rule == multicast

@@ -32,7 +32,15 @@ LAB = REPO / "lab"
 EXPECT = LAB / "expect"
 SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
 MATCH_KEYS = ("client", "server", "proto", "client_port", "server_port", "service")
-FLOW_KEYS = ("service", "verdict", "client_role", "server_role", "plaintext", "evidence")
+FLOW_KEYS = (
+    "service",
+    "verdict",
+    "client_role",
+    "server_role",
+    "plaintext",
+    "evidence",
+    "matrix_rule",
+)
 
 
 def hosts() -> dict[str, str]:
