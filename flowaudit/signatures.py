@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flowaudit.dissect import dissect, openings
+from flowaudit.dissect import dissect, http, openings
 from flowaudit.flows import FlowTable
 from flowaudit.yamlfile import YamlDocument, read_yaml
 
@@ -410,7 +410,6 @@ def _announced_address(host: str, server: str) -> str:
         return server  # a host name: the replying server speaks for itself
 
 
-_ENCRYPTED_BODIES = ("multipart/encrypted", "application/http-spnego")
 _SESSION_AUTH = frozenset({"kerberos", "negotiate", "ntlm"})  # can set up session encryption
 _SEALED_LDAP = {
     "kerberos": "GSSAPI wrap tokens with the Sealed flag",
@@ -436,7 +435,7 @@ def _http_bodies(facts: Mapping[str, Any]) -> tuple[bool, bool]:
     requests = facts.get("requests") or []
     clear = any(
         (message.get("body_length") or 0) > 0
-        and not (message.get("content_type") or "").lower().startswith(_ENCRYPTED_BODIES)
+        and not (message.get("content_type") or "").lower().startswith(http.ENCRYPTED_TYPES)
         for message in (*requests, *(facts.get("responses") or []))
     )
     posts_only = all(
@@ -463,11 +462,8 @@ def _http_plaintext(facts: Mapping[str, Any]) -> tuple[bool, str]:
     clear, posts_only = _http_bodies(facts)
     if clear:
         return True, f"{what} body in clear"
+    # The dissector notes the first multipart/encrypted body of either direction.
     encryption = facts.get("session_encryption")
-    if encryption is None and (facts.get("content_type") or "").lower().startswith(
-        _ENCRYPTED_BODIES
-    ):
-        encryption = str(facts["content_type"])
     if encryption is not None:
         name = _encryption_name(encryption)
         return False, f"{what} {name} session encryption (multipart/encrypted)"

@@ -25,6 +25,7 @@ import yaml
 
 from flowaudit.audit import AuditResult, audit
 from flowaudit.flows import build_flow_table
+from flowaudit.signatures import load_signatures
 from flowaudit.site import load_site
 from tests.conftest import REPO
 
@@ -300,8 +301,7 @@ NOT_IN_THE_LAB = {
 
 
 def _rules_of_findings() -> set[str]:
-    document = yaml.safe_load((REPO / "signatures" / "findings.yaml").read_text())
-    return set(document["rules"])
+    return set(load_signatures().findings)
 
 
 def _planted() -> set[str]:
