@@ -74,6 +74,20 @@ lab_etc() {
   cat > "/etc/netns/$ns/$2"
 }
 
+# Give each named host a hosts file naming all of them (NAME.lab.flowaudit.test NAME) and a
+# resolver on loopback where nothing listens: names resolve inside the lab, nothing leaves it.
+# lab_names HOST...
+lab_names() {
+  local h n
+  for h in "$@"; do
+    lab_etc "$h" resolv.conf <<< "nameserver 127.0.0.1"
+    {
+      printf '127.0.0.1\tlocalhost\n'
+      for n in "$@"; do printf '%s\t%s.lab.flowaudit.test %s\n' "$(lab_addr "$n")" "$n" "$n"; done
+    } | lab_etc "$h" hosts
+  done
+}
+
 # Start recording everything on the bridge into FILE (pcap, full packets).
 lab_capture_start() {
   local file="$1"

@@ -38,18 +38,9 @@ lab_host dp
 lab_host siteserver
 lab_host client
 
-# Each host resolves nothing outside the lab: its own hosts file, and a resolver on loopback
-# (nothing listens there, nothing leaves the namespace). dp and siteserver also get a passwd
+# Each host resolves nothing outside the lab (lab_names). dp and siteserver also get a passwd
 # and group file with the SMB account, so that no account is added to the machine's own files.
-for h in dp siteserver client; do
-  lab_etc "$h" resolv.conf <<< "nameserver 127.0.0.1"
-  lab_etc "$h" hosts <<EOF
-127.0.0.1	localhost
-$DP	dp.lab.flowaudit.test dp
-$SS	siteserver.lab.flowaudit.test siteserver
-$(lab_addr client)	client.lab.flowaudit.test client
-EOF
-done
+lab_names dp siteserver client
 for h in dp siteserver; do
   { cat /etc/passwd; echo "$USER_NAME:x:$USER_UID:$USER_UID:ConfigMgr lab account:/nonexistent:/usr/sbin/nologin"; } | lab_etc "$h" passwd
   { cat /etc/group; echo "$USER_NAME:x:$USER_UID:"; } | lab_etc "$h" group

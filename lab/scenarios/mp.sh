@@ -39,15 +39,7 @@ lab_host mp
 lab_host sup
 lab_host client
 
-for h in mp sup client; do
-  lab_etc "$h" resolv.conf <<< "nameserver 127.0.0.1"
-  lab_etc "$h" hosts <<EOF
-127.0.0.1	localhost
-$MP	$MPNAME mp
-$SUP	sup.lab.flowaudit.test sup
-$(lab_addr client)	client.lab.flowaudit.test client
-EOF
-done
+lab_names mp sup client
 
 # --- certificates (before the capture) --------------------------------------------------------
 PKI="$LAB_TMP/pki"
