@@ -162,7 +162,7 @@ def flows(
 ) -> None:
     """Print the flow table of one capture set (several files are merged in time order)."""
     _check_output(output)
-    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
+    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256, False)
     from flowaudit.report import flowtable
 
     with _output(output, binary=fmt == "parquet") as out:
@@ -178,12 +178,22 @@ def flows(
 
 
 def _read_captures(
-    captures: tuple[str, ...], engine: str, payload_bytes: int, idle_timeout: float, sha256: bool
+    captures: tuple[str, ...],
+    engine: str,
+    payload_bytes: int,
+    idle_timeout: float,
+    sha256: bool,
+    conversations: bool,
 ) -> FlowTable:
     """The flow table of a capture set, with a progress bar and the readers' warnings."""
     from flowaudit.flows import build_flow_table
 
-    config = FlowConfig(payload_bytes=payload_bytes, idle_timeout=idle_timeout, sha256=sha256)
+    config = FlowConfig(
+        payload_bytes=payload_bytes,
+        idle_timeout=idle_timeout,
+        sha256=sha256,
+        conversations=conversations,
+    )
     with _progress(captures) as progress:
         table = build_flow_table(list(captures), config, engine=engine, progress=progress)
     for info in table.captures:
@@ -214,9 +224,10 @@ SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
 @click.option(
     "--table",
     "table_choice",
-    type=click.Choice(["flows", "findings"]),
+    type=click.Choice(["flows", "findings", "operations", "identities"]),
     default=None,
-    help="CSV: which table to write (default flows); terminal: 'flows' adds every flow.",
+    help="CSV: which table to write (default flows); terminal: 'flows' adds every flow, "
+    "'operations' every operation of every conversation.",
 )
 @click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
 @click.option(
@@ -245,6 +256,13 @@ SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
     help="YAML of accepted findings (rule, match, justification, expires).",
 )
 @click.option("--sha256/--no-sha256", default=True, help="Hash each capture (evidence).")
+@click.option(
+    "--conversations/--first-bytes",
+    default=True,
+    show_default=True,
+    help="Read whole SMB, DCE/RPC, HTTP, LDAP, Kerberos, TDS, DHCP and TFTP conversations "
+    "(operations, identities), or only each flow's first payload bytes.",
+)
 @_flow_options
 def analyze(
     captures: tuple[str, ...],
@@ -257,6 +275,7 @@ def analyze(
     fail_on_new: bool,
     accept_path: str | None,
     sha256: bool,
+    conversations: bool,
     engine: str,
     payload_bytes: int,
     idle_timeout: float,
@@ -274,7 +293,7 @@ def analyze(
     site = load_site(site_path) if site_path else None
     baseline = load_report(baseline_path) if baseline_path else None
     accept = load_accept(accept_path) if accept_path else None
-    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256)
+    table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256, conversations)
     result = audit(table, site)
     result.command = _command_line(click.get_current_context())
     if baseline is not None:

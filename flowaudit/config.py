@@ -28,6 +28,9 @@ class FlowConfig:
     payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # first payload bytes kept per direction
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 = never split non-TCP flows
     sha256: bool = False  # hash each capture file as it is read (evidence)
+    # read the whole conversation of the flows an incremental dissector claims
+    # (flowaudit.stream): operations and identities; ``analyze`` turns it on
+    conversations: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.payload_bytes <= MAX_PAYLOAD_BYTES:

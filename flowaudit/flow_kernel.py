@@ -180,11 +180,18 @@ def update_flows(
     frag_rows: Any,
     idle_ns: int,
     orphans: Any,
+    pkt_row: Any,
+    pkt_fwd: Any,
 ) -> tuple[int, int, int, int]:
-    """Fold packets ``start..count`` into ``flows``; returns (next index, rows, slots, status)."""
+    """Fold packets ``start..count`` into ``flows``; returns (next index, rows, slots, status).
+
+    ``pkt_row[i]`` is set to the row packet ``i`` was counted in (-1: none) and ``pkt_fwd[i]``
+    to whether it was sent by side ``a``, for the stream engine that reads on.
+    """
     mask = table.shape[0] - 1
     max_payload = arena.shape[1]
     for i in range(start, count):
+        pkt_row[i] = -1
         if l3[i] == L3_NONE:
             continue
         if max_payload > 0 and n_slots == arena.shape[0]:
@@ -332,6 +339,8 @@ def update_flows(
         else:
             f = flows[row]
 
+        pkt_row[i] = row
+        pkt_fwd[i] = forward
         # ---- counters
         if forward:
             f.pkts_ab += 1

@@ -58,9 +58,12 @@ from flowaudit.flow_kernel import (
     update_flows,
 )
 from flowaudit.payload_arena import FlowPayloads, PayloadArena
+from flowaudit.stream.directions import facts_with_directions
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from flowaudit.stream.engine import StreamEngine
 
 
 # Registered ports above 1023 on which Configuration Manager and Windows serve (the ports page
@@ -162,6 +165,9 @@ class FlowTable:
     payloads: FlowPayloads
     captures: list[CaptureInfo] = field(default_factory=list)
     orphan_fragments: int = 0
+    # Facts of whole conversations (``flowaudit.stream``) by table row, for the flows an
+    # incremental dissector read (only when ``FlowConfig.conversations`` is on).
+    conversations: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.columns["id"])
@@ -192,9 +198,19 @@ class FlowAssembler:
         self._frag_rows = np.full(FRAG_CACHE, -1, dtype=np.int64)
         self._orphans = np.zeros(1, dtype=np.int64)
         self._idle_ns = int(self.config.idle_timeout * 1e9)
+        self._pkt_row = np.zeros(0, dtype=np.int64)
+        self._pkt_fwd = np.zeros(0, dtype=np.bool_)
+        self._streams: StreamEngine | None = None
+        if self.config.conversations:
+            from flowaudit.stream.engine import StreamEngine
+
+            self._streams = StreamEngine()
 
     def add(self, batch: PacketBatch) -> None:
         start, count = 0, len(batch)
+        if len(self._pkt_row) < count:
+            self._pkt_row = np.zeros(count, dtype=np.int64)
+            self._pkt_fwd = np.zeros(count, dtype=np.bool_)
         while start < count:
             start, self._rows, self._slots, status = update_flows(
                 start,
@@ -214,6 +230,8 @@ class FlowAssembler:
                 self._frag_rows,
                 self._idle_ns,
                 self._orphans,
+                self._pkt_row,
+                self._pkt_fwd,
             )
             if status == NEED_ROWS:
                 grown = np.zeros(len(self._flows) * 2, dtype=FLOW_DTYPE)
@@ -227,6 +245,8 @@ class FlowAssembler:
             else:
                 assert status == DONE
         self._arena.prepare(self._slots)
+        if self._streams is not None:
+            self._streams.add(batch, self._pkt_row[:count], self._pkt_fwd[:count], self._flows)
 
     @property
     def orphan_fragments(self) -> int:
@@ -238,11 +258,21 @@ class FlowAssembler:
         order = np.argsort(flows["first_ts"], kind="stable")
         flows = flows[order]
         columns, payloads = _flow_columns(flows, self._arena, self._slot_lengths(), self.file_names)
+        conversations: dict[int, dict[str, Any]] = {}
+        if self._streams is not None:
+            # rows of the assembler -> rows of the table (ordered by first packet)
+            position = np.empty(len(order), dtype=np.int64)
+            position[order] = np.arange(len(order))
+            client_is_a = _client_is_a(flows)[0]
+            for row, facts in self._streams.finish(self._flows[: self._rows]).items():
+                at = int(position[row])
+                conversations[at] = facts_with_directions(facts, bool(client_is_a[at]))
         return FlowTable(
             columns=columns,
             payloads=payloads,
             captures=list(captures),
             orphan_fragments=self.orphan_fragments,
+            conversations=conversations,
         )
 
     def _slot_lengths(self) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 from flowaudit.dissect import dissect, http, openings
 from flowaudit.flows import FlowTable
+from flowaudit.stream.merge import deepen
 from flowaudit.yamlfile import YamlDocument, read_yaml
 
 PortSpec = int | tuple[int, int]
@@ -597,12 +598,16 @@ def classify(
 
     announced: set[tuple[str, int]] = set()
     tftp_requests: dict[tuple[str, int, str], int] = {}
+    conversations = table.conversations
     for row, c2s, s2c in zip(has_payload, c2s_rows, s2c_rows, strict=True):
         transport = proto[row]
         protocol, found = dissect(transport, c2s, s2c)
         if protocol is None:
             continue
         protocols[row] = protocol
+        conversation = conversations.get(row)
+        if conversation is not None:
+            found = deepen(protocol, found, conversation)
         facts[row] = {protocol: found}
         port = server_port[row]
         for rule in payload_rules:
@@ -665,6 +670,8 @@ def classify(
     for row, reason in enumerate(reasons):
         if reason is not None:
             facts[row]["plaintext_reason"] = reason
+    for row, conversation in conversations.items():
+        facts[row] = {**facts[row], **conversation}
     return Classified(protocols, service, evidence, plaintext, facts, announced)
 
 

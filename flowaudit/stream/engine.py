@@ -1,0 +1,387 @@
+"""Stream delivery: the flows a stream module claims get every later byte, in order.
+
+Called by the flow assembler after each batch, with the row and side the flow kernel counted
+each packet in. Per batch, in numpy: packets with a transport payload (not IP fragments) are
+picked; a flow whose first payload is new is offered to ``flowaudit.stream.claim`` once; the
+packets of claimed flows are then fed one by one, in capture order, to their dissector. Flows
+nobody claims cost the picking and nothing else.
+
+TCP is reassembled per side from the kernel's first sequence number of that side (plus one
+after a SYN): a segment at the expected sequence number is delivered at once, and the segments
+held out of order after it; a retransmission is counted and dropped; a segment overlapping
+bytes already delivered gives only its new bytes (first copy wins, as most receivers do); a
+segment the capture cut short (snap length) is delivered as far as captured, then the rest is
+reported as a gap. Segments past a hole are held until the hole is filled, up to
+``MAX_HELD_SEGMENTS``/``MAX_HELD_BYTES`` per side and ``MAX_HELD_TOTAL`` for the run: then the
+hole is given up as a gap (the dissector resynchronises or stops, and says so). UDP datagrams
+are delivered whole, each one.
+
+Bounds: at most ``MAX_CONVERSATIONS`` flows are read at once (later ones are named by their
+first bytes as before and say ``truncated``), and ``MAX_OPERATIONS_TOTAL`` operations are kept
+over the run (``base.Record.budget``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flowaudit.capture.batch import FRAG_NONE, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN, PacketBatch
+from flowaudit.flow_kernel import SYN_A, SYN_B, SYNACK_A, SYNACK_B
+from flowaudit.stream import claim
+from flowaudit.stream.base import At, Dissector, Record
+
+MAX_CONVERSATIONS = 200_000
+MAX_OPERATIONS_TOTAL = 2_000_000
+MAX_HELD_SEGMENTS = 256
+MAX_HELD_BYTES = 4 * 1024 * 1024
+MAX_HELD_TOTAL = 256 * 1024 * 1024
+FIRST_BYTES = 512  # of a flow's first payload, offered to the claims
+
+_UNDECIDED, _CLAIMED, _DECLINED, _REFUSED = 0, 1, 2, 3
+_MOD = 1 << 32
+_HALF = 1 << 31
+
+
+class _Side:
+    __slots__ = ("delivered", "held", "held_bytes", "next", "stats")
+
+    def __init__(self) -> None:
+        self.next: int | None = None  # the sequence number expected next
+        self.held: dict[int, tuple[int, bytes, At]] = {}  # seq -> (length, captured, where)
+        self.held_bytes = 0
+        self.delivered = 0
+        self.stats: dict[str, int] = {}
+
+
+class _Conversation:
+    __slots__ = ("dissector", "failed", "protocol", "record", "sides", "tcp")
+
+    def __init__(self, protocol: str, dissector: Dissector, record: Record, tcp: bool) -> None:
+        self.protocol = protocol
+        self.dissector = dissector
+        self.record = record
+        self.tcp = tcp
+        self.sides = (_Side(), _Side())
+        self.failed = False
+
+
+def _count(side: _Side, name: str, amount: int = 1) -> None:
+    side.stats[name] = side.stats.get(name, 0) + amount
+
+
+class StreamEngine:
+    """Claims flows and delivers their bytes; ``finish`` gives each read flow's facts."""
+
+    def __init__(self) -> None:
+        self._state = np.zeros(4096, dtype=np.int8)
+        self._conversations: dict[int, _Conversation] = {}
+        self._budget = [MAX_OPERATIONS_TOTAL]
+        self._held_total = 0
+        self._refused = 0
+
+    # ---- per batch
+
+    def add(self, batch: PacketBatch, rows: np.ndarray, forward: np.ndarray, flows: Any) -> None:
+        if len(self._state) < len(flows):
+            grown = np.zeros(max(len(flows), 2 * len(self._state)), dtype=np.int8)
+            grown[: len(self._state)] = self._state
+            self._state = grown
+        picked = np.flatnonzero(
+            (rows >= 0)
+            & (batch.payload_len > 0)
+            & (batch.frag == FRAG_NONE)
+            & ((batch.proto == IPPROTO_TCP) | (batch.proto == IPPROTO_UDP))
+        )
+        if not picked.size:
+            return
+        picked_rows = rows[picked]
+        state = self._state[picked_rows]
+        new = state == _UNDECIDED
+        if new.any():
+            new_rows, first = np.unique(picked_rows[new], return_index=True)
+            for row, packet in zip(new_rows.tolist(), picked[new][first].tolist(), strict=True):
+                self._decide(row, packet, batch)
+            state = self._state[picked_rows]
+        fed = picked[state == _CLAIMED]
+        if fed.size:
+            self._feed(batch, fed, rows[fed], forward[fed], flows)
+
+    def _decide(self, row: int, packet: int, batch: PacketBatch) -> None:
+        tcp = int(batch.proto[packet]) == IPPROTO_TCP
+        start = int(batch.payload_off[packet])
+        first = batch.buffer[start : start + min(int(batch.payload_cap[packet]), FIRST_BYTES)]
+        module = claim(
+            "tcp" if tcp else "udp",
+            (int(batch.sport[packet]), int(batch.dport[packet])),
+            first.tobytes(),
+        )
+        if module is None:
+            self._state[row] = _DECLINED
+            return
+        if len(self._conversations) >= MAX_CONVERSATIONS:
+            self._state[row] = _REFUSED
+            self._refused += 1
+            return
+        record = Record(budget=self._budget)
+        self._conversations[row] = _Conversation(
+            module.PROTOCOL, module.Conversation(record), record, tcp
+        )
+        self._state[row] = _CLAIMED
+
+    def _feed(
+        self,
+        batch: PacketBatch,
+        packets: np.ndarray,
+        rows: np.ndarray,
+        forward: np.ndarray,
+        flows: Any,
+    ) -> None:
+        buffer = np.ascontiguousarray(batch.buffer).data
+        conversations = self._conversations
+        for row, fwd, frame, ts, seq, flags, offset, length, captured in zip(
+            rows.tolist(),
+            forward.tolist(),
+            batch.frame[packets].tolist(),
+            batch.ts_ns[packets].tolist(),
+            batch.tcp_seq[packets].tolist(),
+            batch.tcp_flags[packets].tolist(),
+            batch.payload_off[packets].tolist(),
+            batch.payload_len[packets].tolist(),
+            batch.payload_cap[packets].tolist(),
+            strict=True,
+        ):
+            conversation = conversations[row]
+            if conversation.failed:
+                continue
+            side = 0 if fwd else 1
+            at = At(frame, ts)
+            data = buffer[offset : offset + captured]
+            try:
+                if conversation.tcp:
+                    if flags & TCP_SYN:
+                        seq = (seq + 1) % _MOD  # data on a SYN follows its sequence number
+                    self._segment(conversation, side, seq, length, data, at, flows, row)
+                else:
+                    sent = conversation.sides[side]
+                    sent.delivered += captured
+                    _count(sent, "datagrams")
+                    conversation.dissector.datagram(side, data.tobytes(), at)
+                    if captured < length:
+                        conversation.record.truncate("datagrams cut short by the snap length")
+            except Exception as error:  # a reader's fault never stops the audit
+                conversation.failed = True
+                conversation.record.truncate(
+                    f"{conversation.protocol}: reader stopped at frame {frame} "
+                    f"({type(error).__name__})"
+                )
+
+    # ---- TCP reassembly of one side
+
+    def _segment(
+        self,
+        conversation: _Conversation,
+        side: int,
+        seq: int,
+        length: int,
+        data: memoryview,
+        at: At,
+        flows: Any,
+        row: int,
+    ) -> None:
+        sent = conversation.sides[side]
+        if sent.next is None:
+            sent.next = _first_sequence(flows[row], side)
+        delta = (seq - sent.next) % _MOD
+        if delta >= _HALF:
+            delta -= _MOD
+        if delta > 0:
+            self._hold(conversation, side, seq, length, data, at)
+            return
+        if delta < 0:
+            if delta + length <= 0:
+                _count(sent, "retransmitted_bytes", length)
+                return
+            _count(sent, "overlapping_bytes", -delta)
+        self._deliver(conversation, side, -delta, length, data, at)
+        if sent.held:
+            self._drain(conversation, side)
+
+    def _deliver(
+        self,
+        conversation: _Conversation,
+        side: int,
+        cut: int,
+        length: int,
+        data: memoryview | bytes,
+        at: At,
+    ) -> None:
+        """Deliver a segment from its byte ``cut`` on (the bytes before were delivered)."""
+        sent = conversation.sides[side]
+        captured = len(data)
+        if cut < captured:
+            conversation.dissector.data(side, data[cut:], at)
+            sent.delivered += captured - cut
+        if captured < length:
+            missing = length - max(cut, captured)
+            _count(sent, "missing_bytes", missing)
+            _count(sent, "gaps")
+            conversation.dissector.gap(side, missing, at)
+        assert sent.next is not None
+        sent.next = (sent.next + length - cut) % _MOD
+
+    def _hold(
+        self,
+        conversation: _Conversation,
+        side: int,
+        seq: int,
+        length: int,
+        data: memoryview,
+        at: At,
+    ) -> None:
+        sent = conversation.sides[side]
+        _count(sent, "out_of_order")
+        if seq in sent.held and sent.held[seq][0] >= length:
+            _count(sent, "retransmitted_bytes", length)
+            return
+        captured = data.tobytes()
+        previous = sent.held.get(seq)
+        if previous is not None:
+            sent.held_bytes -= len(previous[1])
+            self._held_total -= len(previous[1])
+        sent.held[seq] = (length, captured, at)
+        sent.held_bytes += len(captured)
+        self._held_total += len(captured)
+        while sent.held and (
+            len(sent.held) > MAX_HELD_SEGMENTS
+            or sent.held_bytes > MAX_HELD_BYTES
+            or self._held_total > MAX_HELD_TOTAL
+        ):
+            self._skip_hole(conversation, side)
+
+    def _skip_hole(self, conversation: _Conversation, side: int) -> None:
+        """Give up waiting for the bytes before the first held segment: report them missing."""
+        sent = conversation.sides[side]
+        assert sent.next is not None
+        base = sent.next
+        seq = min(sent.held, key=lambda s: (s - base) % _MOD)
+        hole = (seq - base) % _MOD
+        at = sent.held[seq][2]
+        _count(sent, "missing_bytes", hole)
+        _count(sent, "gaps")
+        conversation.dissector.gap(side, hole, at)
+        sent.next = seq
+        self._drain(conversation, side)
+
+    def _drain(self, conversation: _Conversation, side: int) -> None:
+        """Deliver the held segments that now follow (or overlap) what was delivered."""
+        sent = conversation.sides[side]
+        while sent.held:
+            assert sent.next is not None
+            base = sent.next
+            ready = None
+            for seq in sent.held:
+                delta = (seq - base) % _MOD
+                if delta >= _HALF or delta == 0:
+                    ready = seq
+                    break
+            if ready is None:
+                return
+            length, captured, at = sent.held.pop(ready)
+            sent.held_bytes -= len(captured)
+            self._held_total -= len(captured)
+            delta = (ready - base) % _MOD - (_MOD if (ready - base) % _MOD >= _HALF else 0)
+            if delta + length <= 0:
+                _count(sent, "retransmitted_bytes", length)
+                continue
+            if delta < 0:
+                _count(sent, "overlapping_bytes", -delta)
+            self._deliver(conversation, side, -delta, length, captured, at)
+
+    # ---- the end
+
+    def finish(self, flows: Any) -> dict[int, dict[str, Any]]:
+        """Facts of every flow read (and of those refused), by assembler row; call it once."""
+        out: dict[int, dict[str, Any]] = {}
+        for row, conversation in self._conversations.items():
+            try:
+                for side in (0, 1):
+                    while conversation.sides[side].held and not conversation.failed:
+                        self._skip_hole(conversation, side)
+                conversation.dissector.end()
+                summary = conversation.dissector.facts()
+            except Exception as error:  # as in _feed
+                conversation.record.truncate(
+                    f"{conversation.protocol}: reader stopped at the end ({type(error).__name__})"
+                )
+                summary = {}
+            out[row] = _facts(conversation, summary)
+        if self._refused:
+            why = (
+                f"not read past the first bytes: more than {MAX_CONVERSATIONS} conversations "
+                "in one run"
+            )
+            for row in np.flatnonzero(self._state[: len(flows)] == _REFUSED).tolist():
+                out[row] = {"truncated": [why]}
+        return out
+
+
+def _first_sequence(flow: Any, side: int) -> int:
+    """The sequence number of a side's first payload byte, from what the kernel kept."""
+    if side == 0:
+        base, syn = int(flow["base_seq_ab"]), int(flow["tcp"]) & (SYN_A | SYNACK_A)
+    else:
+        base, syn = int(flow["base_seq_ba"]), int(flow["tcp"]) & (SYN_B | SYNACK_B)
+    return (base + (1 if syn else 0)) % _MOD
+
+
+def _facts(conversation: _Conversation, summary: dict[str, Any]) -> dict[str, Any]:
+    record = conversation.record
+    stream: dict[str, Any] = {"protocol": conversation.protocol, **summary}
+    if record.operations_dropped:
+        stream["operations_dropped"] = record.operations_dropped
+    if record.counters:
+        stream["counters"] = dict(record.counters)
+    stream["sides"] = [{"bytes": side.delivered, **side.stats} for side in conversation.sides]
+    facts: dict[str, Any] = {
+        "operations": record.operations,
+        "identities": record.identities,
+        "conversation": stream,
+    }
+    if record.truncated:
+        facts["truncated"] = list(record.truncated)
+    return facts
+
+
+def conversations(paths: list[str], idle_timeout: float | None = None) -> list[dict[str, Any]]:
+    """Every flow of a capture set that a stream module read: its 5-tuple, first frame and
+    conversation facts (``operations``, ``identities``, ``conversation``, ``truncated``), in
+    the flow table's order. For tests and tools; ``analyze`` reads the same facts."""
+    from flowaudit.config import FlowConfig
+    from flowaudit.flows import build_flow_table
+
+    config = FlowConfig(conversations=True)
+    if idle_timeout is not None:
+        config = FlowConfig(conversations=True, idle_timeout=idle_timeout)
+    table = build_flow_table(paths, config)
+    columns = table.columns
+    out = []
+    for row in sorted(table.conversations):
+        flow = {
+            name: columns[name][row].item()
+            if hasattr(columns[name][row], "item")
+            else columns[name][row]
+            for name in (
+                "id",
+                "proto",
+                "client",
+                "client_port",
+                "server",
+                "server_port",
+                "first_frame",
+                "last_frame",
+            )
+        }
+        out.append({**flow, **table.conversations[row]})
+    return out
