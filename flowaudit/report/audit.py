@@ -15,6 +15,12 @@ from typing import IO, Any
 from flowaudit import __version__
 from flowaudit.audit import FLOW_FIELDS, AuditResult
 from flowaudit.report import ReportOptions
+from flowaudit.report.conversations import (
+    IDENTITY_FIELDS,
+    OPERATION_FIELDS,
+    identity_rows,
+    operation_rows,
+)
 from flowaudit.report.flowtable import capture_dicts
 
 SCHEMA = "flowaudit/report/v1"
@@ -125,8 +131,19 @@ def csv_cell(value: Any) -> Any:
 
 
 def write_csv(result: AuditResult, out: IO[str], options: ReportOptions | None = None) -> None:
-    """The flows (one row each, with the rule ids of their findings), or the findings."""
+    """The flows (one row each, with the rule ids of their findings), the findings, the
+    operations or the identities (``--table``)."""
     writer = csv.writer(out, lineterminator="\n")
+    if options is not None and options.table in ("operations", "identities"):
+        fields, rows = (
+            (OPERATION_FIELDS, operation_rows(result))
+            if options.table == "operations"
+            else (IDENTITY_FIELDS, identity_rows(result))
+        )
+        writer.writerow(fields)
+        for row in rows:
+            writer.writerow([csv_cell(row[name]) for name in fields])
+        return
     if options is not None and options.table == "findings":
         writer.writerow(CSV_FINDING_FIELDS)
         for finding in result.findings:

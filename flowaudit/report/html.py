@@ -17,7 +17,7 @@ import base64
 import hashlib
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import IO, Any
 
@@ -28,6 +28,7 @@ from flowaudit import __version__
 from flowaudit.audit import EXPECTED, UNEXPECTED, UNKNOWN_VERDICT, AuditResult, Finding
 from flowaudit.matrix import ROLES
 from flowaudit.report import ReportOptions
+from flowaudit.report.conversations import account_name, identities_by_host
 from flowaudit.report.flowtable import capture_dicts, endpoint
 from flowaudit.report.terminal import clean
 from flowaudit.signatures import load_signatures
@@ -66,6 +67,10 @@ FACT_SUMMARY_FIELDS = {
     "wol": ("target_mac",),
 }
 FIELDS_OF_OTHER_PROTOCOLS = 4
+# Facts of a whole conversation: shown as their own lists, not among the protocol facts.
+CONVERSATION_FACTS = ("operations", "identities", "conversation", "truncated")
+# Operations listed under a flow in the flow table (the JSON report holds every one kept).
+OPERATIONS_PER_FLOW = 50
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ class FlowRow:
     file: str
     findings: str
     facts: str
+    operations: list[tuple[str, ...]] = field(default_factory=list)
+    more_operations: int = 0
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,7 @@ def report_context(result: AuditResult) -> dict[str, Any]:
         "signatures_sha256": sorted(result.signatures_sha256.items()),
         "summary": summary,
         "hosts": result.hosts,
+        "identities": identities_by_host(result),
         "matrix": role_matrix(result.communications),
         "legend": LEGEND,
         "open_findings": [view for view in findings if view.finding.active],
@@ -318,6 +326,8 @@ def _chip(communication: Mapping[str, Any]) -> CommunicationChip:
 
 
 def _flow_row(flow: Mapping[str, Any], findings_of: Mapping[int, list[Finding]]) -> FlowRow:
+    operations = flow["facts"].get("operations") or []
+    conversation = flow["facts"].get("conversation") or {}
     return FlowRow(
         id=flow["id"],
         css_class=f"{flow['verdict']} {PLAINTEXT}" if flow["plaintext"] else flow["verdict"],
@@ -338,6 +348,17 @@ def _flow_row(flow: Mapping[str, Any], findings_of: Mapping[int, list[Finding]])
         file=flow["file"],
         findings=" ".join(finding.id for finding in findings_of.get(flow["id"], ())),
         facts=facts_summary(flow["facts"]),
+        operations=[_operation_cells(entry) for entry in operations[:OPERATIONS_PER_FLOW]],
+        more_operations=max(0, len(operations) - OPERATIONS_PER_FLOW)
+        + int(conversation.get("operations_dropped") or 0),
+    )
+
+
+def _operation_cells(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """frame, direction, protocol, operation, target, status of one operation."""
+    return tuple(
+        "" if entry.get(name) is None else str(entry.get(name))
+        for name in ("frame", "direction", "protocol", "operation", "target", "status")
     )
 
 
@@ -384,6 +405,8 @@ def facts_summary(facts: Mapping[str, Any]) -> str:
     SMB dialect and shares, ...), as one line of text."""
     parts: list[str] = []
     for protocol, detail in facts.items():
+        if protocol in CONVERSATION_FACTS:
+            continue
         if protocol == "start_seen":
             if detail is False:
                 parts.append("start not captured")
@@ -404,6 +427,12 @@ def facts_summary(facts: Mapping[str, Any]) -> str:
             if (text := _fact_text(detail.get(name))) is not None
         ]
         parts.append(f"{protocol}: " + ", ".join(shown) if shown else protocol)
+    identities = facts.get("identities") or []
+    if identities:
+        accounts = sorted({account_name(entry) for entry in identities})
+        parts.append("identities: " + ", ".join(accounts))
+    if facts.get("truncated"):
+        parts.append("not all read: " + "; ".join(facts["truncated"]))
     return "; ".join(parts)
 
 
@@ -411,6 +440,8 @@ def flattened_facts(facts: Mapping[str, Any], prefix: str = "") -> list[tuple[st
     """Every fact of a flow as (dotted name, text), for a finding's evidence."""
     out: list[tuple[str, str]] = []
     for name, value in facts.items():
+        if not prefix and name in ("operations", "identities"):
+            continue  # listed under the flow in the flow table, and per host
         if isinstance(value, Mapping):
             out.extend(flattened_facts(value, f"{prefix}{name}."))
             continue

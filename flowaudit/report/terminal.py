@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from flowaudit.audit import UNEXPECTED, AuditResult, Finding
 from flowaudit.report import ReportOptions
+from flowaudit.report.conversations import identities_by_host, operation_rows
 from flowaudit.report.flowtable import endpoint
 
 # Unicode categories never sent to a terminal as they are: controls (C0/C1), format
@@ -165,8 +166,59 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
                 *(text(value) for value in (host["ip"], ", ".join(host["roles"]), host["source"]))
             )
         console.print(hosts)
+    _print_identities(console, result)
     if options.table == "flows":
         _print_flows(console, result)
+    elif options.table == "operations":
+        _print_operations(console, result)
+
+
+def _print_identities(console: Any, result: AuditResult) -> None:
+    """Who authenticated from where: one line per host and account."""
+    rows = [
+        [
+            clean(value)
+            for value in (
+                host["host"],
+                identity["account"],
+                " ".join(part for part in (identity["protocol"], identity["method"]) if part),
+                ", ".join(identity["servers"][:3])
+                + (f" +{len(identity['servers']) - 3}" if len(identity["servers"]) > 3 else ""),
+                ", ".join(identity["outcomes"]) or "-",
+                identity["flows"],
+            )
+        ]
+        for host in identities_by_host(result)
+        for identity in host["identities"]
+    ]
+    if not rows:
+        return
+    console.file.write("identities\n")
+    headers = ("host", "account", "how", "servers", "outcome", "flows")
+    for text_line in plain_table(headers, rows, right=("flows",)):
+        console.file.write(text_line + "\n")
+
+
+def _print_operations(console: Any, result: AuditResult) -> None:
+    headers = ("flow", "frame", "dir", "protocol", "operation", "target", "status")
+    rows = [
+        [
+            clean("" if row[name] is None else row[name])
+            for name in (
+                "flow_id",
+                "frame",
+                "direction",
+                "protocol",
+                "operation",
+                "target",
+                "status",
+            )
+        ]
+        for row in operation_rows(result)
+    ]
+    console.file.write("operations\n")
+    for text_line in plain_table(headers, rows, right=("flow", "frame")):
+        console.file.write(text_line + "\n")
 
 
 def _print_finding(
