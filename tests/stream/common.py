@@ -45,10 +45,15 @@ def need_tshark() -> None:
         _missing("tshark")
 
 
-def tshark_fields(path: Path, display_filter: str, fields: Sequence[str]) -> list[list[str]]:
-    """Rows of ``tshark -T fields`` (one list of field values per frame that passes)."""
+def tshark_fields(
+    path: Path, display_filter: str, fields: Sequence[str], options: Sequence[str] = ()
+) -> list[list[str]]:
+    """Rows of ``tshark -T fields`` (one list of field values per frame that passes);
+    ``options`` are preferences (``tcp.reassemble_out_of_order:TRUE``)."""
     need_tshark()
     args = ["tshark", "-n", "-r", str(path), "-Y", display_filter, "-T", "fields"]
+    for option in options:
+        args += ["-o", option]
     for name in fields:
         args += ["-e", name]
     args += ["-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]
@@ -72,7 +77,9 @@ def observed(dissector: base.Dissector) -> tuple[Any, ...]:
     return operations, record.identities, dissector.facts()
 
 
-def feed(make: Callable[[], base.Dissector], messages: Sequence[Message], cut: int | None = None):
+def feed(
+    make: Callable[[], base.Dissector], messages: Sequence[Message], cut: int | None = None
+) -> base.Dissector:
     """A new dissector fed ``messages`` as TCP bytes; with ``cut``, each side's bytes are
     delivered in two pieces split at that offset (or whole if shorter)."""
     dissector = make()
