@@ -157,6 +157,9 @@ class _Message:
     tftp_server: str | None = None
     client_mac: str | None = None
     inner: list[_Message] = field(default_factory=list)  # relayed DHCPv6 messages
+    # The options read (code -> data; DHCPv4: RFC 3396 instances joined, DHCPv6: the first
+    # instance), in the order they first appear: what ``message`` reports beyond the facts.
+    options: dict[int, bytes] = field(default_factory=dict)
 
 
 def _text(raw: bytes) -> str | None:
@@ -230,7 +233,7 @@ def _v4_message(data: bytes, at: int) -> tuple[_Message, int | None] | None:
         name = MESSAGE_TYPES_V4.get(number, f"UNKNOWN-{number}")
     else:
         name = BOOTP_NAMES[op]
-    message = _Message(name)
+    message = _Message(name, options=options)
     message.vendor_class = _text(options.get(OPTION_VENDOR_CLASS, b""))
     message.pxe_options = any(code in options for code in PXE_OPTIONS_V4)
     arch = options.get(OPTION_CLIENT_ARCH, b"")
@@ -342,7 +345,7 @@ def _v6_message(data: bytes, depth: int = 0) -> tuple[_Message, int | None] | No
             return None
     if V6_ELAPSED_TIME in options and len(options[V6_ELAPSED_TIME]) != 2:
         return None
-    message = _Message(MESSAGE_TYPES_V6[message_type])
+    message = _Message(MESSAGE_TYPES_V6[message_type], options=options)
     if relay:
         if depth >= HOP_COUNT_LIMIT:
             return None
@@ -422,6 +425,41 @@ def _with_relayed(messages: list[_Message]) -> list[_Message]:
         everything.append(message)
         pending.extend(message.inner)
     return everything
+
+
+def _described(found: _Message) -> Facts:
+    return {
+        "type": found.type_name,
+        "options": found.options,
+        "vendor_class": found.vendor_class,
+        "pxe_options": found.pxe_options,
+        "client_arch": found.client_arch,
+        "boot_file": found.boot_file,
+        "tftp_server": found.tftp_server,
+        "client_mac": found.client_mac,
+        "relayed": [_described(inner) for inner in found.inner],
+    }
+
+
+def message(data: bytes) -> Facts | None:
+    """The DHCPv4 or DHCPv6 message at the start of one whole UDP datagram, else None.
+
+    For ``flowaudit.stream.dhcp``, which reads every datagram of a flow: ``version`` (4 or 6),
+    ``type`` (the message type name), ``options`` (code -> data, in the order first seen), the
+    facts of the message as ``parse`` reads them (``vendor_class``, ``pxe_options``,
+    ``client_arch``, ``boot_file``, ``tftp_server``, ``client_mac``) and ``relayed`` (the
+    messages a DHCPv6 relay message carries, described the same way, without ``version``).
+    The fixed fields (xid, addresses) are at the offsets of RFC 2131 2 / RFC 8415 8, 9.
+    """
+    if _looks_v4(data):
+        found = _v4_message(data, 0)
+        version = 4
+    else:
+        found = _v6_message(data)
+        version = 6
+    if found is None:
+        return None
+    return {"version": version, **_described(found[0])}
 
 
 def parse(c2s: bytes, s2c: bytes) -> Facts | None:

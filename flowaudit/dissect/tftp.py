@@ -100,8 +100,9 @@ def _request(data: bytes, facts: Facts) -> bool:
     return True
 
 
-def _first_message(data: bytes) -> Facts | None:
-    """Facts of the TFTP packet at the start of ``data`` if it can open a TFTP flow, else None."""
+def message(data: bytes) -> Facts | None:
+    """Facts of the TFTP packet at the start of ``data`` (any block number or error code), or
+    None when it is not one; ``flowaudit.stream.tftp`` reads every datagram of a flow with it."""
     if len(data) < HEADER or data[0] != 0 or data[1] not in OPCODE_NAMES:
         return None
     opcode = data[1]
@@ -109,25 +110,34 @@ def _first_message(data: bytes) -> Facts | None:
     number = int.from_bytes(data[2:4], "big")
     if opcode in REQUESTS:
         return facts if _request(data, facts) else None
-    if opcode == DATA:
-        if number != FIRST_BLOCK:
-            return None
-        facts["block"] = number
-    elif opcode == ACK:
-        if number not in FIRST_ACKS:
-            return None
+    if opcode in (DATA, ACK):
         facts["block"] = number
     elif opcode == ERROR:
-        message = _string(data, HEADER, line_breaks=True)
-        if number > MAX_ERROR_CODE or message is None:
+        text = _string(data, HEADER, line_breaks=True)
+        if text is None:
             return None
         facts["error_code"] = number
-        facts["error_message"] = _text(message[0])
+        facts["error_message"] = _text(text[0])
     else:  # OACK
         options = _options(data, 2, strict=True)
         if not options:
             return None
         facts["options"] = options
+    return facts
+
+
+def _first_message(data: bytes) -> Facts | None:
+    """Facts of the TFTP packet at the start of ``data`` if it can open a TFTP flow, else None."""
+    facts = message(data)
+    if facts is None:
+        return None
+    opcode = facts["opcode"]
+    if opcode == "DATA" and facts["block"] != FIRST_BLOCK:
+        return None
+    if opcode == "ACK" and facts["block"] not in FIRST_ACKS:
+        return None
+    if opcode == "ERROR" and facts["error_code"] > MAX_ERROR_CODE:
+        return None
     return facts
 
 
