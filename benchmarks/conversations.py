@@ -78,7 +78,7 @@ def _truth_check(report: Path, truth: dict[str, Any]) -> list[str]:
                 rpc += 1
             elif entry["protocol"] == "http":
                 http += 1
-        for file in (facts.get("conversation") or {}).get("files") or []:
+        for file in ((facts.get("conversation") or {}).get("smb") or {}).get("files") or []:
             bytes_read += file.get("bytes_read") or 0
     seen = {"smb2_reads": reads, "smb2_bytes_read": bytes_read, "rpc_requests": rpc}
     seen["http_requests"] = http

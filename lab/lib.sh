@@ -92,7 +92,7 @@ lab_names() {
 lab_capture_start() {
   local file="$1"
   rm -f "$file"
-  ip netns exec "$LAB_SWITCH" tcpdump -i br0 --immediate-mode -U -Z root -n -s 0 -w "$file" >"$LAB_TMP/tcpdump.log" 2>&1 &
+  ip netns exec "$LAB_SWITCH" tcpdump -i br0 --immediate-mode -U -B 262144 -Z root -n -s 0 -w "$file" >"$LAB_TMP/tcpdump.log" 2>&1 &
   LAB_TCPDUMP_PID=$!
   local i
   for i in $(seq 1 50); do
@@ -174,3 +174,65 @@ lab_exit() {
 lab_clean_stale
 trap lab_exit EXIT
 lab_switch_up
+
+# smb.conf for one standalone smbd (dp, copy): all state under DIR.
+#   lab_smbd_conf DIR NETBIOSNAME ADDR PORTS SIGNING MINPROTO
+lab_smbd_conf() {
+  local dir="$1" name="$2" addr="$3" ports="$4" signing="$5" minproto="$6"
+  mkdir -p "$dir"/{private,lock,state,cache,pid,log,ncalrpc,bind-dns}
+  chmod 0700 "$dir/private"
+  cat > "$dir/smb.conf" <<EOF
+[global]
+	netbios name = $name
+	workgroup = LAB
+	server string = $name
+	server role = standalone server
+	security = user
+	passdb backend = tdbsam:$dir/private/passdb.tdb
+	private dir = $dir/private
+	lock directory = $dir/lock
+	state directory = $dir/state
+	cache directory = $dir/cache
+	pid directory = $dir/pid
+	ncalrpc dir = $dir/ncalrpc
+	binddns dir = $dir/bind-dns
+	usershare path =
+	log file = $dir/log/log.%m
+	log level = 1
+	max log size = 0
+	interfaces = $addr/16
+	bind interfaces only = yes
+	smb ports = $ports
+	disable netbios = no
+	server min protocol = $minproto
+	server signing = $signing
+	map to guest = never
+	restrict anonymous = 0
+	load printers = no
+	printing = bsd
+	printcap name = /dev/null
+	disable spoolss = yes
+	host msdfs = no
+	dns proxy = no
+	smb encrypt = default
+EOF
+}
+
+# The client side (lab_smbclient_conf DIR): smbclient reads this instead of /etc/samba/smb.conf, and keeps its caches here.
+lab_smbclient_conf() {
+  local dir="$1"
+  mkdir -p "$dir"/{private,lock,state,cache,ncalrpc}
+  cat > "$dir/smb.conf" <<EOF
+[global]
+	workgroup = LAB
+	private dir = $dir/private
+	lock directory = $dir/lock
+	state directory = $dir/state
+	cache directory = $dir/cache
+	ncalrpc dir = $dir/ncalrpc
+	usershare path =
+	name resolve order = host
+	client min protocol = SMB2_02
+	client max protocol = SMB3
+EOF
+}

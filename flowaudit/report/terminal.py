@@ -174,29 +174,35 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
 
 
 def _print_identities(console: Any, result: AuditResult) -> None:
-    """Who authenticated from where: one line per host and account."""
-    rows = [
-        [
-            clean(value)
-            for value in (
-                host["host"],
-                identity["account"],
-                " ".join(part for part in (identity["protocol"], identity["method"]) if part),
-                ", ".join(identity["servers"][:3])
-                + (f" +{len(identity['servers']) - 3}" if len(identity["servers"]) > 3 else ""),
-                ", ".join(identity["outcomes"]) or "-",
-                identity["flows"],
-            )
-        ]
-        for host in identities_by_host(result)
-        for identity in host["identities"]
-    ]
-    if not rows:
+    """Who authenticated from where: one row per host and account (a rich table: few rows,
+    folded to the terminal's width)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    hosts = identities_by_host(result)
+    if not hosts:
         return
-    console.file.write("identities\n")
-    headers = ("host", "account", "how", "servers", "outcome", "flows")
-    for text_line in plain_table(headers, rows, right=("flows",)):
-        console.file.write(text_line + "\n")
+    view = Table(title="identities", box=None, pad_edge=False, title_justify="left")
+    for title in ("host", "account", "how", "servers", "outcome", "flows"):
+        view.add_column(title, overflow="fold")
+    for host in hosts:
+        for identity in host["identities"]:
+            servers = identity["servers"]
+            view.add_row(
+                *(
+                    Text(clean(value))
+                    for value in (
+                        host["host"],
+                        identity["account"],
+                        " ".join(p for p in (identity["protocol"], identity["method"]) if p),
+                        ", ".join(servers[:3])
+                        + (f" +{len(servers) - 3}" if len(servers) > 3 else ""),
+                        ", ".join(identity["outcomes"]) or "-",
+                        identity["flows"],
+                    )
+                )
+            )
+    console.print(view)
 
 
 def _print_operations(console: Any, result: AuditResult) -> None:

@@ -338,7 +338,7 @@ def _first_sequence(flow: Any, side: int) -> int:
 
 def _facts(conversation: _Conversation, summary: dict[str, Any]) -> dict[str, Any]:
     record = conversation.record
-    stream: dict[str, Any] = {"protocol": conversation.protocol, **summary}
+    stream: dict[str, Any] = {"protocol": conversation.protocol, conversation.protocol: summary}
     if record.operations_dropped:
         stream["operations_dropped"] = record.operations_dropped
     if record.counters:

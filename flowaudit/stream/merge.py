@@ -3,7 +3,9 @@
 The first-bytes dissectors (``flowaudit.dissect``) decide a flow's protocol and the facts the
 judging reads (``shares`` of SMB, ``announced`` endpoints of DCE/RPC, ...). Where the stream
 reader saw more of the same kind past the first bytes (the shares connected after a large
-Kerberos ticket, an endpoint-mapper answer longer than the window), it is added here, so that
+Kerberos ticket, an endpoint-mapper answer longer than the window, the DHCP messages after
+the first of each direction, a simple bind with a password after other requests), it is added
+here, so that
 roles, services and findings rest on the whole conversation.
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 
 MAX_SHARES = 32
 MAX_ANNOUNCED = 64
+MAX_TYPES = 16
 
 
 def _union(first: Any, more: Any, bound: int) -> list[Any]:
@@ -25,9 +28,10 @@ def _union(first: Any, more: Any, bound: int) -> list[Any]:
 
 def deepen(protocol: str, found: dict[str, Any], conversation: dict[str, Any]) -> dict[str, Any]:
     """``found`` (first-bytes facts of ``protocol``) with what the conversation read added."""
-    stream = conversation.get("conversation") or {}
-    if stream.get("protocol") != protocol:
+    outline = conversation.get("conversation") or {}
+    if outline.get("protocol") != protocol:
         return found
+    stream = outline.get(protocol) or {}
     if protocol == "smb":
         trees = stream.get("trees")
         if trees:
@@ -38,5 +42,20 @@ def deepen(protocol: str, found: dict[str, Any], conversation: dict[str, Any]) -
             return {
                 **found,
                 "announced": _union(found.get("announced"), more, MAX_ANNOUNCED),
+            }
+    elif protocol == "ldap":
+        cleartext = any(
+            entry.get("protocol") == "ldap-simple" and entry.get("password_sent")
+            for entry in conversation.get("identities") or []
+        )
+        if cleartext and not found.get("simple_bind_with_password"):
+            return {**found, "simple_bind_with_password": True}
+    elif protocol == "dhcp":
+        types = stream.get("message_types")
+        if types:
+            # the first-bytes list names each type once; the conversation's repeats them
+            return {
+                **found,
+                "message_types": _union(found.get("message_types"), types, MAX_TYPES),
             }
     return found

@@ -46,70 +46,9 @@ for h in dp siteserver; do
   { cat /etc/group; echo "$USER_NAME:x:$USER_UID:"; } | lab_etc "$h" group
 done
 
-# smb.conf for one smbd instance: all state under DIR. write_smbconf DIR NETBIOSNAME ADDR PORTS SIGNING MINPROTO
-write_smbconf() {
-  local dir="$1" name="$2" addr="$3" ports="$4" signing="$5" minproto="$6"
-  mkdir -p "$dir"/{private,lock,state,cache,pid,log,ncalrpc,bind-dns}
-  chmod 0700 "$dir/private"
-  cat > "$dir/smb.conf" <<EOF
-[global]
-	netbios name = $name
-	workgroup = LAB
-	server string = $name
-	server role = standalone server
-	security = user
-	passdb backend = tdbsam:$dir/private/passdb.tdb
-	private dir = $dir/private
-	lock directory = $dir/lock
-	state directory = $dir/state
-	cache directory = $dir/cache
-	pid directory = $dir/pid
-	ncalrpc dir = $dir/ncalrpc
-	binddns dir = $dir/bind-dns
-	usershare path =
-	log file = $dir/log/log.%m
-	log level = 1
-	max log size = 0
-	interfaces = $addr/16
-	bind interfaces only = yes
-	smb ports = $ports
-	disable netbios = no
-	server min protocol = $minproto
-	server signing = $signing
-	map to guest = never
-	restrict anonymous = 0
-	load printers = no
-	printing = bsd
-	printcap name = /dev/null
-	disable spoolss = yes
-	host msdfs = no
-	dns proxy = no
-	smb encrypt = default
-EOF
-}
-
-# The client side: smbclient reads this instead of /etc/samba/smb.conf, and keeps its caches here.
-write_clientconf() {
-  local dir="$1"
-  mkdir -p "$dir"/{private,lock,state,cache,ncalrpc}
-  cat > "$dir/smb.conf" <<EOF
-[global]
-	workgroup = LAB
-	private dir = $dir/private
-	lock directory = $dir/lock
-	state directory = $dir/state
-	cache directory = $dir/cache
-	ncalrpc dir = $dir/ncalrpc
-	usershare path =
-	name resolve order = host
-	client min protocol = SMB2_02
-	client max protocol = SMB3
-EOF
-}
-
 # --- the distribution point -----------------------------------------------------------------
 DPD="$LAB_TMP/dp"
-write_smbconf "$DPD" DP01 "$DP" "445 139 8445" disabled NT1
+lab_smbd_conf "$DPD" DP01 "$DP" "445 139 8445" disabled NT1
 mkdir -p "$DPD/share/SCCMContentLib/DataLib" "$DPD/share/SCCMContentLib/FileLib/0A1B" \
          "$DPD/share/SCCMContentLib/PkgLib" "$DPD/share/SMS_DP" "$DPD/share/SMSPKG/LAB00002"
 printf '[Packages]\nLAB00001=\n' > "$DPD/share/SCCMContentLib/PkgLib/LAB00001.INI"
@@ -142,7 +81,7 @@ EOF
 
 # --- the site server's own file server (the DP's wrong-direction target) ----------------------
 SSD="$LAB_TMP/siteserver"
-write_smbconf "$SSD" SITESERVER "$SS" "445" mandatory SMB2_02
+lab_smbd_conf "$SSD" SITESERVER "$SS" "445" mandatory SMB2_02
 mkdir -p "$SSD/share/SMS_LAB/inboxes/statmgr.box"
 chown -R "$USER_UID:$USER_UID" "$SSD/share"
 chmod -R a+rX "$SSD/share"
@@ -155,7 +94,7 @@ cat >> "$SSD/smb.conf" <<EOF
 EOF
 
 CLD="$LAB_TMP/smbclient"
-write_clientconf "$CLD"
+lab_smbclient_conf "$CLD"
 printf '[Package]\nPackageID=LAB00003\n' > "$LAB_TMP/LAB00003.INI"
 printf 'status message from DP01\n' > "$LAB_TMP/dp01.svf"
 

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from flowaudit.audit import AuditResult, audit
+from flowaudit.config import FlowConfig
 from flowaudit.flows import build_flow_table
 from flowaudit.signatures import load_signatures
 from flowaudit.site import load_site
@@ -73,7 +74,8 @@ def expectations(scenario: str) -> dict[str, Any]:
 
 @cache
 def audited(capture: str, with_site: bool) -> AuditResult:
-    table = build_flow_table([capture])
+    # as ``analyze`` reads: whole conversations
+    table = build_flow_table([capture], FlowConfig(conversations=True))
     site = load_site(LAB / "site.yaml") if with_site else None
     return audit(table, site)
 

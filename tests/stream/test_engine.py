@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def _tcp(
     return cb.ip4_tcp_frame(src, dst, ports[0], ports[1], flags, payload, seq=seq)
 
 
-def _run(tmp_path: Path, frames: list[bytes | cb.Rec]) -> dict[int, dict[str, Any]]:
+def _run(tmp_path: Path, frames: Sequence[bytes | cb.Rec]) -> dict[int, dict[str, Any]]:
     records = [
         frame if isinstance(frame, cb.Rec) else cb.Rec(1_700_000_000_000_000_000 + k * 1000, frame)
         for k, frame in enumerate(frames)
@@ -81,7 +81,7 @@ def _run(tmp_path: Path, frames: list[bytes | cb.Rec]) -> dict[int, dict[str, An
 
 
 def _got(conversations: dict[int, dict[str, Any]], row: int = 0) -> list[list[Any]]:
-    return conversations[row]["conversation"]["got"]
+    return conversations[row]["conversation"]["recorder"]["got"]
 
 
 def test_in_order_bytes_after_a_syn_are_delivered_once_each(tmp_path: Path, recorder: None) -> None:
@@ -99,7 +99,7 @@ def test_in_order_bytes_after_a_syn_are_delivered_once_each(tmp_path: Path, reco
 def test_segments_out_of_order_are_delivered_in_order(tmp_path: Path, recorder: None) -> None:
     frames = [_tcp(999, flags="S"), _tcp(1006, b"world"), _tcp(1000, b"hello ")]
     facts = _run(tmp_path, frames)[0]
-    assert facts["conversation"]["got"][0] == [b"hello ", b"world"]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"hello ", b"world"]
     assert facts["conversation"]["c2s"]["out_of_order"] == 1
     assert "truncated" not in facts
 
@@ -112,7 +112,7 @@ def test_retransmissions_and_overlaps_give_only_new_bytes(tmp_path: Path, record
         _tcp(1002, b"cdEF"),  # overlaps "cd", brings "EF"
     ]
     facts = _run(tmp_path, frames)[0]
-    assert facts["conversation"]["got"][0] == [b"abcd", b"EF"]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"abcd", b"EF"]
     c2s = facts["conversation"]["c2s"]
     assert c2s["retransmitted_bytes"] == 4
     assert c2s["overlapping_bytes"] == 2
@@ -122,7 +122,7 @@ def test_retransmissions_and_overlaps_give_only_new_bytes(tmp_path: Path, record
 def test_a_hole_never_filled_is_a_gap_at_the_end(tmp_path: Path, recorder: None) -> None:
     frames = [_tcp(999, flags="S"), _tcp(1000, b"abc"), _tcp(1010, b"xyz")]
     facts = _run(tmp_path, frames)[0]
-    assert facts["conversation"]["got"][0] == [b"abc", 7, b"xyz"]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"abc", 7, b"xyz"]
     assert facts["conversation"]["c2s"]["missing_bytes"] == 7
 
 
@@ -158,7 +158,7 @@ def test_held_segments_are_bounded(
     frames += [_tcp(1002 + k, bytes([0x41 + k])) for k in range(4)]  # byte 1001 never comes
     facts = _run(tmp_path, frames)[0]
     # the third held segment gives the hole up at once, not at the end of the capture
-    assert facts["conversation"]["got"][0] == [b"a", 1, b"A", b"B", b"C", b"D"]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"a", 1, b"A", b"B", b"C", b"D"]
 
 
 def test_every_udp_datagram_is_delivered(tmp_path: Path, recorder: None) -> None:
@@ -190,7 +190,7 @@ def test_the_number_of_conversations_read_is_bounded(
     monkeypatch.setattr(engine, "MAX_CONVERSATIONS", 1)
     frames = [_tcp(1000, b"first"), _tcp(1000, b"second", sport=40001)]
     conversations = _run(tmp_path, frames)
-    assert conversations[0]["conversation"]["got"][0] == [b"first"]
+    assert conversations[0]["conversation"]["recorder"]["got"][0] == [b"first"]
     assert "more than 1 conversations" in conversations[1]["truncated"][0]
 
 
