@@ -75,9 +75,29 @@ def report_document(result: AuditResult) -> dict[str, Any]:
     }
 
 
+# Lists of the report written one element a line: compact (json's C encoder; with an indent
+# Python's own encoder writes every value, ten times slower on reports with whole
+# conversations), and a line a flow or finding is what grep and diff want.
+LINE_LISTS = ("hosts", "flows", "communications", "findings")
+
+
 def write_json(result: AuditResult, out: IO[str], options: ReportOptions | None = None) -> None:
-    json.dump(report_document(result), out, indent=1, default=str)
-    out.write("\n")
+    """The JSON report: the document's fields indented, the elements of its long lists one a
+    line."""
+    document = report_document(result)
+    out.write("{")
+    for number, (name, value) in enumerate(document.items()):
+        out.write("," if number else "")
+        out.write(f"\n {json.dumps(name)}: ")
+        if name in LINE_LISTS and isinstance(value, list) and value:
+            out.write("[")
+            for index, item in enumerate(value):
+                out.write(",\n  " if index else "\n  ")
+                out.write(json.dumps(item, default=str))
+            out.write("\n ]")
+        else:
+            out.write(json.dumps(value, indent=1, default=str).replace("\n", "\n "))
+    out.write("\n}\n")
 
 
 def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:

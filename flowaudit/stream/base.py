@@ -175,6 +175,10 @@ class Framed(Dissector):
         self.record.truncate(why)
 
     def data(self, side: int, data: bytes | memoryview, at: At) -> None:
+        skip = self._skip[side]
+        if skip >= len(data):  # inside a body nobody reads: the common case of bulk data
+            self._skip[side] = skip - len(data)
+            return
         if self._dead[side]:
             return
         view = memoryview(data)

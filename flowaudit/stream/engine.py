@@ -162,6 +162,13 @@ class StreamEngine:
                 if conversation.tcp:
                     if flags & TCP_SYN:
                         seq = (seq + 1) % _MOD  # data on a SYN follows its sequence number
+                    sent = conversation.sides[side]
+                    if seq == sent.next and captured == length and not sent.held:
+                        # in order, whole, nothing held: the common case, delivered at once
+                        conversation.dissector.data(side, data, at)
+                        sent.delivered += length
+                        sent.next = (seq + length) % _MOD
+                        continue
                     self._segment(conversation, side, seq, length, data, at, flows, row)
                 else:
                     sent = conversation.sides[side]

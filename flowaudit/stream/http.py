@@ -103,13 +103,15 @@ def _cut(value: str) -> str:
 def _fields(head: bytes, start: int) -> dict[str, list[str]]:
     """Header field lines from ``start`` (RFC 9112 5): lower-case name -> values in order."""
     fields: dict[str, list[str]] = {}
-    for line in head[start:].split(b"\n", MAX_HEADERS)[:MAX_HEADERS]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
+    # latin-1 maps each byte to one character: decoding once, then splitting, gives what
+    # decoding each part would
+    for line in head[start:].decode("latin-1").split("\n", MAX_HEADERS)[:MAX_HEADERS]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip(" \t\r\n\x0b\x0c"):
             continue
-        values = fields.setdefault(name.decode("latin-1").lower(), [])
+        values = fields.setdefault(name.lower(), [])
         if len(values) < MAX_LIST:
-            values.append(value.strip(b" \t\r").decode("latin-1"))
+            values.append(value.strip(" \t\r"))
     return fields
 
 
