@@ -188,6 +188,11 @@ def _read_captures(
     """The flow table of a capture set, with a progress bar and the readers' warnings."""
     from flowaudit.flows import build_flow_table
 
+    if conversations and engine == "pyshark":
+        # tshark hands over each packet's payload cut at --payload-bytes: read whole, every
+        # longer segment would look like bytes missing from the capture
+        _stderr_line("note: --engine pyshark reads each flow's first bytes only (--first-bytes)")
+        conversations = False
     config = FlowConfig(
         payload_bytes=payload_bytes,
         idle_timeout=idle_timeout,

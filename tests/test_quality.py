@@ -36,3 +36,18 @@ def test_ruff_lint_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     result = subprocess.run([*_tool("mypy")], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_subpackage_ships_in_the_wheel() -> None:
+    """A package folder missing from pyproject's list works in a checkout and fails installed
+    (``pip install .`` leaves it out)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for path in (REPO / "flowaudit").rglob("__init__.py")
+    }
+    assert found - listed == set()

@@ -64,6 +64,7 @@ _ANNOUNCING: dict[tuple[str | None, int], str] = {
 
 MAX_CALLS_PENDING = 256  # calls awaiting their answer (the oldest forgotten past it)
 MAX_STUB = 256 * 1024  # of one fragmented reply joined to look for endpoints
+MAX_STUBS_HELD = 512 * 1024  # of all the replies being joined in one conversation
 MAX_ANNOUNCED = 64
 MAX_INTERFACES = 32
 MAX_TEXT = 256
@@ -339,8 +340,14 @@ class Conversation(Framed):
         stub = self._stubs.get(call_id)
         if pdu.flags & _PFC_FIRST_FRAG or stub is None:
             stub = bytearray()
-        if len(stub) + max(0, end - start) <= MAX_STUB:
+        more = max(0, end - start)
+        held = sum(len(other) for other in self._stubs.values() if other is not stub)
+        if len(stub) + more <= MAX_STUB and held + len(stub) + more <= MAX_STUBS_HELD:
             stub += pdu.data[start:end]
+        elif more:
+            self.record.truncate(
+                f"dcerpc: reply fragments past {MAX_STUBS_HELD} bytes not read for endpoints"
+            )
         if pdu.flags & _PFC_LAST_FRAG:
             self._stubs.pop(call_id, None)
             self._call_keys.pop(call_id, None)

@@ -16,7 +16,7 @@ reported as a gap. Segments past a hole are held until the hole is filled, up to
 hole is given up as a gap (the dissector resynchronises or stops, and says so). UDP datagrams
 are delivered whole, each one.
 
-Bounds: at most ``MAX_CONVERSATIONS`` flows are read at once (later ones are named by their
+Bounds: at most ``MAX_CONVERSATIONS`` flows are read in one run (later ones are named by their
 first bytes as before and say ``truncated``), and ``MAX_OPERATIONS_TOTAL`` operations are kept
 over the run (``base.Record.budget``).
 """
@@ -45,10 +45,11 @@ _HALF = 1 << 31
 
 
 class _Side:
-    __slots__ = ("delivered", "held", "held_bytes", "next", "stats")
+    __slots__ = ("delivered", "held", "held_bytes", "next", "start", "stats")
 
     def __init__(self) -> None:
         self.next: int | None = None  # the sequence number expected next
+        self.start = 0  # the sequence number the side's reading started at
         self.held: dict[int, tuple[int, bytes, At]] = {}  # seq -> (length, captured, where)
         self.held_bytes = 0
         self.delivered = 0
@@ -56,9 +57,12 @@ class _Side:
 
 
 class _Conversation:
-    __slots__ = ("dissector", "failed", "protocol", "record", "sides", "tcp")
+    __slots__ = ("dissector", "failed", "protocol", "record", "row", "sides", "tcp")
 
-    def __init__(self, protocol: str, dissector: Dissector, record: Record, tcp: bool) -> None:
+    def __init__(
+        self, row: int, protocol: str, dissector: Dissector, record: Record, tcp: bool
+    ) -> None:
+        self.row = row
         self.protocol = protocol
         self.dissector = dissector
         self.record = record
@@ -79,6 +83,8 @@ class StreamEngine:
         self._conversations: dict[int, _Conversation] = {}
         self._budget = [MAX_OPERATIONS_TOTAL]
         self._held_total = 0
+        # sides holding segments, oldest first: the run's bound gives up their holes first
+        self._holders: dict[tuple[int, int], _Conversation] = {}
         self._refused = 0
 
     # ---- per batch
@@ -107,6 +113,14 @@ class StreamEngine:
         fed = picked[state == _CLAIMED]
         if fed.size:
             self._feed(batch, fed, rows[fed], forward[fed], flows)
+        fragmented = np.flatnonzero((rows >= 0) & (batch.frag != FRAG_NONE))
+        for row in rows[fragmented].tolist():
+            if self._state[row] == _CLAIMED:
+                # IP reassembly is not done: the packet's payload is not delivered (for TCP
+                # the bytes it carried become a gap)
+                record = self._conversations[row].record
+                record.count("ip_fragmented_packets")
+                record.truncate("IP-fragmented packets are not reassembled (not read)")
 
     def _decide(self, row: int, packet: int, batch: PacketBatch) -> None:
         tcp = int(batch.proto[packet]) == IPPROTO_TCP
@@ -126,7 +140,7 @@ class StreamEngine:
             return
         record = Record(budget=self._budget)
         self._conversations[row] = _Conversation(
-            module.PROTOCOL, module.Conversation(record), record, tcp
+            row, module.PROTOCOL, module.Conversation(record), record, tcp
         )
         self._state[row] = _CLAIMED
 
@@ -178,11 +192,19 @@ class StreamEngine:
                     if captured < length:
                         conversation.record.truncate("datagrams cut short by the snap length")
             except Exception as error:  # a reader's fault never stops the audit
-                conversation.failed = True
-                conversation.record.truncate(
-                    f"{conversation.protocol}: reader stopped at frame {frame} "
-                    f"({type(error).__name__})"
-                )
+                self._fail(conversation, f"frame {frame}", error)
+
+    def _fail(self, conversation: _Conversation, where: str, error: Exception) -> None:
+        """A reader raised: read no more of its flow, and let go of what the flow held."""
+        conversation.failed = True
+        conversation.record.truncate(
+            f"{conversation.protocol}: reader stopped at {where} ({type(error).__name__})"
+        )
+        for side, sent in enumerate(conversation.sides):
+            self._held_total -= sum(len(item[1]) for item in sent.held.values())
+            sent.held.clear()
+            sent.held_bytes = 0
+            self._holders.pop((conversation.row, side), None)
 
     # ---- TCP reassembly of one side
 
@@ -199,7 +221,7 @@ class StreamEngine:
     ) -> None:
         sent = conversation.sides[side]
         if sent.next is None:
-            sent.next = _first_sequence(flows[row], side)
+            sent.next = sent.start = _first_sequence(flows[row], side, seq)
         delta = (seq - sent.next) % _MOD
         if delta >= _HALF:
             delta -= _MOD
@@ -208,7 +230,16 @@ class StreamEngine:
             return
         if delta < 0:
             if delta + length <= 0:
-                _count(sent, "retransmitted_bytes", length)
+                before = (seq + length - sent.start) % _MOD
+                if before == 0 or before >= _HALF:
+                    # bytes before the first segment read (no SYN seen, reordered at the
+                    # start of the capture): not a retransmission, and not readable any more
+                    _count(sent, "before_start_bytes", length)
+                    conversation.record.truncate(
+                        "bytes sent before the first segment read (start not captured)"
+                    )
+                else:
+                    _count(sent, "retransmitted_bytes", length)
                 return
             _count(sent, "overlapping_bytes", -delta)
         self._deliver(conversation, side, -delta, length, data, at)
@@ -260,12 +291,20 @@ class StreamEngine:
         sent.held[seq] = (length, captured, at)
         sent.held_bytes += len(captured)
         self._held_total += len(captured)
+        self._holders.setdefault((conversation.row, side), conversation)
         while sent.held and (
-            len(sent.held) > MAX_HELD_SEGMENTS
-            or sent.held_bytes > MAX_HELD_BYTES
-            or self._held_total > MAX_HELD_TOTAL
+            len(sent.held) > MAX_HELD_SEGMENTS or sent.held_bytes > MAX_HELD_BYTES
         ):
             self._skip_hole(conversation, side)
+        while self._held_total > MAX_HELD_TOTAL and self._holders:
+            # the side that has held longest gives its holes up first (a flow that ended
+            # with a hole, most often), not the one that is waiting now
+            (_, oldest), holder = next(iter(self._holders.items()))
+            try:
+                while holder.sides[oldest].held:
+                    self._skip_hole(holder, oldest)
+            except Exception as error:  # as in _feed, but the fault is the holder's
+                self._fail(holder, "a gap", error)
 
     def _skip_hole(self, conversation: _Conversation, side: int) -> None:
         """Give up waiting for the bytes before the first held segment: report them missing."""
@@ -298,6 +337,8 @@ class StreamEngine:
             length, captured, at = sent.held.pop(ready)
             sent.held_bytes -= len(captured)
             self._held_total -= len(captured)
+            if not sent.held:
+                self._holders.pop((conversation.row, side), None)
             delta = (ready - base) % _MOD - (_MOD if (ready - base) % _MOD >= _HALF else 0)
             if delta + length <= 0:
                 _count(sent, "retransmitted_bytes", length)
@@ -319,9 +360,7 @@ class StreamEngine:
                 conversation.dissector.end()
                 summary = conversation.dissector.facts()
             except Exception as error:  # as in _feed
-                conversation.record.truncate(
-                    f"{conversation.protocol}: reader stopped at the end ({type(error).__name__})"
-                )
+                self._fail(conversation, "the end", error)
                 summary = {}
             out[row] = _facts(conversation, summary)
         if self._refused:
@@ -334,13 +373,19 @@ class StreamEngine:
         return out
 
 
-def _first_sequence(flow: Any, side: int) -> int:
-    """The sequence number of a side's first payload byte, from what the kernel kept."""
+def _first_sequence(flow: Any, side: int, seq: int) -> int:
+    """Where a side's reading starts: after its SYN when the SYN was the side's first packet
+    (bytes between it and the first segment that came are then a hole), else at that first
+    segment (``seq``): a capture that began mid-stream, or a SYN+ACK seen only again later."""
     if side == 0:
         base, syn = int(flow["base_seq_ab"]), int(flow["tcp"]) & (SYN_A | SYNACK_A)
     else:
         base, syn = int(flow["base_seq_ba"]), int(flow["tcp"]) & (SYN_B | SYNACK_B)
-    return (base + (1 if syn else 0)) % _MOD
+    if syn:
+        start = (base + 1) % _MOD
+        if (seq - start) % _MOD < MAX_HELD_BYTES:
+            return start
+    return seq
 
 
 def _facts(conversation: _Conversation, summary: dict[str, Any]) -> dict[str, Any]:

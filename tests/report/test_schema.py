@@ -232,6 +232,23 @@ def test_report_of_every_corpus_capture_is_valid(corpus: Path) -> None:
     assert problems == {}
 
 
+def test_report_of_every_lab_capture_is_valid() -> None:
+    """The lab's recordings of real software (whole conversations of every protocol read),
+    with the lab's site file: JSON and JSONL."""
+    lab = REPO / "lab"
+    problems: dict[str, list[str]] = {}
+    captures = sorted((lab / "captures").glob("*.pcap"))
+    assert captures
+    for capture in captures:
+        site = ("--site", str(lab / "site.yaml"))
+        found = schema_problems(json.loads(analyze(capture, "json", *site)))
+        for number, line in enumerate(analyze(capture, "jsonl", *site).splitlines(), 1):
+            found += [f"line {number}: {p}" for p in schema_problems(json.loads(line), record=True)]
+        if found:
+            problems[capture.name] = found
+    assert problems == {}
+
+
 # --- what the schema rules out --------------------------------------------------------------
 
 

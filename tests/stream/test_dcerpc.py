@@ -16,6 +16,7 @@ from flowaudit.dissect import dcerpc as first_bytes
 from flowaudit.stream import base, dcerpc, rpc_names
 from tests.protobytes import dcerpc as pb
 from tests.stream.common import (
+    AT,
     assert_never_raises,
     assert_split_anywhere_same,
     corpus_file,
@@ -593,3 +594,20 @@ def test_lab_samba_calls_and_ept_lookup_agree_with_tshark() -> None:
     ]
     announced = {a["port"] for c in lookups for a in c.facts()["announced"]}
     assert {49152, 49153, 49154, 135} <= announced
+
+
+def test_reply_fragments_held_for_endpoints_are_bounded_per_conversation() -> None:
+    """Replies never finished (no last fragment), for calls whose request was not seen, are
+    joined only up to the conversation's bound, and the record says what was left unread."""
+    conversation = dcerpc.Conversation()
+    body = b"\x00" * 16000
+    for call in range(64):
+        for frag in range(4):
+            flags = 0x01 if frag == 0 else 0  # PFC_FIRST_FRAG, never PFC_LAST_FRAG
+            header = struct.pack(
+                "<BBBB4sHHI", 5, 0, 2, flags, b"\x10\x00\x00\x00", 24 + len(body), 0, call + 1
+            )
+            conversation.data(1, header + struct.pack("<IHBB", len(body), 0, 0, 0) + body, AT)
+    held = sum(len(stub) for stub in conversation._stubs.values())
+    assert 0 < held <= dcerpc.MAX_STUBS_HELD
+    assert any("not read for endpoints" in why for why in conversation.record.truncated)

@@ -21,6 +21,7 @@ from flowaudit.config import FlowConfig
 from flowaudit.flows import build_flow_table
 from flowaudit.stream import base, engine
 from tests import capbuild as cb
+from tests.conftest import corpus_dir
 from tests.stream.common import corpus_file, lab_capture, need_tshark
 
 A_ADDR, B_ADDR = "10.0.0.1", "10.0.0.2"
@@ -161,6 +162,66 @@ def test_held_segments_are_bounded(
     assert facts["conversation"]["recorder"]["got"][0] == [b"a", 1, b"A", b"B", b"C", b"D"]
 
 
+def test_the_runs_bound_gives_up_the_oldest_holes_first(
+    tmp_path: Path, recorder: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "MAX_HELD_TOTAL", 10)
+    frames = [
+        _tcp(999, flags="S"),
+        _tcp(1000, b"a"),
+        _tcp(1002, b"12345678"),  # flow 1 ends holding 8 bytes after a hole it never fills
+        _tcp(2999, flags="S", sport=40001),
+        _tcp(3000, b"x", sport=40001),
+        _tcp(3002, b"zzz", sport=40001),  # past the bound: flow 1's hole goes, not this one
+        _tcp(3001, b"y", sport=40001),
+    ]
+    conversations = _run(tmp_path, frames)
+    assert conversations[0]["conversation"]["recorder"]["got"][0] == [b"a", 1, b"12345678"]
+    assert conversations[1]["conversation"]["recorder"]["got"][0] == [b"x", b"y", b"zzz"]
+    assert "missing_bytes" not in conversations[1]["conversation"]["c2s"]
+
+
+def test_a_keep_alive_before_the_first_segment_does_not_make_a_gap(
+    tmp_path: Path, recorder: None
+) -> None:
+    # no SYN captured; the side's first packet is a keep-alive one byte before its data
+    frames = [_tcp(6999, b""), _tcp(6999, b"\x00", flags="A"), _tcp(7000, b"data")]
+    facts = _run(tmp_path, frames)[0]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"\x00", b"data"]
+
+
+def test_a_syn_ack_seen_only_again_later_costs_no_byte(tmp_path: Path, recorder: None) -> None:
+    frames = [
+        _tcp(999, flags="S"),
+        _tcp(1000, b"ask"),
+        _tcp(5000, b"", flags="A", forward=False),  # the server's first packet: an ACK
+        _tcp(4999, flags="SA", forward=False),  # its SYN+ACK again
+        _tcp(5000, b"resp", forward=False),
+    ]
+    assert _got(_run(tmp_path, frames))[1] == [b"resp"]
+
+
+def test_bytes_before_the_first_segment_read_are_said_not_read(
+    tmp_path: Path, recorder: None
+) -> None:
+    frames = [_tcp(7004, b"bbbb"), _tcp(7000, b"aaaa")]  # no SYN: reordered at the start
+    facts = _run(tmp_path, frames)[0]
+    assert facts["conversation"]["recorder"]["got"][0] == [b"bbbb"]
+    assert facts["conversation"]["c2s"]["before_start_bytes"] == 4
+    assert "retransmitted_bytes" not in facts["conversation"]["c2s"]
+    assert facts["truncated"] == ["bytes sent before the first segment read (start not captured)"]
+
+
+def test_ip_fragments_of_a_claimed_flow_are_said_not_read(tmp_path: Path, recorder: None) -> None:
+    first = cb.ip4_udp_frame(A_ADDR, B_ADDR, 68, 67, b"one")
+    big = cb.udp(68, 67, b"x" * 64)
+    pieces = cb.ipv4_fragments(A_ADDR, B_ADDR, cb.PROTO_UDP, big, 32, ident=7)
+    frames = [first, *(cb.ether(cb.MAC_A, cb.MAC_B, cb.ETH_IPV4, piece) for piece in pieces)]
+    facts = _run(tmp_path, frames)[0]
+    assert [item[1] for item in facts["conversation"]["recorder"]["got"][0]] == [b"one"]
+    assert facts["truncated"] == ["IP-fragmented packets are not reassembled (not read)"]
+
+
 def test_every_udp_datagram_is_delivered(tmp_path: Path, recorder: None) -> None:
     frames = [
         cb.ip4_udp_frame(A_ADDR, B_ADDR, 68, 67, b"one"),
@@ -221,8 +282,9 @@ FOLLOWED = [
 STREAMS_PER_CAPTURE = 6
 
 
-def _follow(path: Path, number: int) -> tuple[tuple[str, int], tuple[str, int], int, int]:
-    """(node 0, node 1, bytes from node 0, bytes from node 1) of tshark's follow of a stream."""
+def _follow(path: Path, number: int) -> tuple[tuple[str, int], tuple[str, int], bytes, bytes]:
+    """(node 0, node 1, bytes from node 0, bytes from node 1) of tshark's follow of a stream;
+    node 0 sent the stream's first packet."""
     text = subprocess.run(
         ["tshark", "-n", "-r", str(path), "-q", "-z", f"follow,tcp,raw,{number}"],
         capture_output=True,
@@ -230,14 +292,14 @@ def _follow(path: Path, number: int) -> tuple[tuple[str, int], tuple[str, int], 
         check=True,
     ).stdout
     nodes: list[tuple[str, int]] = []
-    sent = [0, 0]
+    sent: list[list[bytes]] = [[], []]
     for line in text.splitlines():
         if line.startswith(("Node 0:", "Node 1:")):
             host, _, port = line.split(None, 2)[2].rpartition(":")
             nodes.append((host.strip("[]"), int(port)))
         elif len(nodes) == 2 and not line.startswith("="):
-            sent[1 if line.startswith("\t") else 0] += len(line.strip()) // 2
-    return nodes[0], nodes[1], sent[0], sent[1]
+            sent[1 if line.startswith("\t") else 0].append(bytes.fromhex(line.strip()))
+    return nodes[0], nodes[1], b"".join(sent[0]), b"".join(sent[1])
 
 
 def _stream_numbers(path: Path) -> list[int]:
@@ -272,18 +334,19 @@ def test_delivered_bytes_equal_tshark_follow(name: str, monkeypatch: pytest.Monk
         # (no port reuse within these captures: one flow per pair of ends)
         flow = by_ends.get(frozenset({node0, node1}))
         assert flow is not None, f"{name}: tshark stream {number} not read"
-        conversation = flow["conversation"]
-        first, second = (
-            ("c2s", "s2c") if (flow["client"], flow["client_port"]) == node0 else ("s2c", "c2s")
-        )
-        assert (conversation[first]["bytes"], conversation[second]["bytes"]) == (sent0, sent1), (
-            f"{name}: stream {number}"
-        )
+        # side A (0) of the recorder sent the flow's first packet, as tshark's node 0 did;
+        # the bytes, not only their counts, are compared (order and duplicates show)
+        got = flow["conversation"]["recorder"]["got"]
+        delivered = [
+            b"".join(part for part in got[side] if isinstance(part, bytes)) for side in (0, 1)
+        ]
+        assert delivered[0] == sent0, f"{name}: stream {number}, node 0"
+        assert delivered[1] == sent1, f"{name}: stream {number}, node 1"
 
 
 def test_the_corpus_is_read_without_a_reader_stopping() -> None:
     """Every capture of the corpus through the real stream modules: no reader fails."""
-    folder = Path(os.environ.get("FLOWAUDIT_CORPUS", "../shared/corpus"))
+    folder = corpus_dir()
     if not folder.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"corpus {folder} missing under CI")
