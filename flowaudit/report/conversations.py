@@ -91,6 +91,7 @@ def identities_by_host(result: AuditResult) -> list[dict[str, Any]]:
     """Per client address: each account it authenticated as, with protocol, method, the
     servers it reached, outcomes and the number of flows."""
     hosts: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
+    seen: dict[tuple[str, tuple[str, str, str]], set[str]] = {}
     for row in identity_rows(result):
         key = (account_name(row), str(row.get("protocol") or ""), str(row.get("method") or ""))
         entry = hosts.setdefault(row["client"], {}).setdefault(
@@ -105,7 +106,9 @@ def identities_by_host(result: AuditResult) -> list[dict[str, Any]]:
             },
         )
         entry["flows"] += 1
-        if row["server"] not in entry["servers"]:
+        servers = seen.setdefault((row["client"], key), set())
+        if row["server"] not in servers:  # (a set: one account may reach thousands)
+            servers.add(row["server"])
             entry["servers"].append(row["server"])
         outcome = row.get("outcome")
         if outcome and outcome not in entry["outcomes"]:
