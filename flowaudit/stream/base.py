@@ -120,6 +120,10 @@ class Dissector:
 
     def __init__(self, record: Record | None = None) -> None:
         self.record = record if record is not None else Record()
+        # Bytes of each side the reader has no use for, next in the stream (a body it skips):
+        # the engine passes over them without calling ``data``, the reader's own code counts
+        # them down otherwise. Only the reader raises it.
+        self.skip = [0, 0]
 
     def data(self, side: int, data: bytes | memoryview, at: At) -> None:
         """In-order TCP payload bytes of ``side``."""
@@ -154,7 +158,6 @@ class Framed(Dissector):
     def __init__(self, record: Record | None = None) -> None:
         super().__init__(record)
         self._buf = (bytearray(), bytearray())
-        self._skip = [0, 0]  # bytes of the current PDU's unread body still to pass over
         self._total = [-1, -1]  # length of the PDU being gathered, -1 before its header
         self._keep = [0, 0]
         self._dead = [False, False]
@@ -175,19 +178,19 @@ class Framed(Dissector):
         self.record.truncate(why)
 
     def data(self, side: int, data: bytes | memoryview, at: At) -> None:
-        skip = self._skip[side]
+        skip = self.skip[side]
         if skip >= len(data):  # inside a body nobody reads: the common case of bulk data
-            self._skip[side] = skip - len(data)
+            self.skip[side] = skip - len(data)
             return
         if self._dead[side]:
             return
         view = memoryview(data)
         buf = self._buf[side]
         while view.nbytes:
-            skip = self._skip[side]
+            skip = self.skip[side]
             if skip:
                 passed = min(skip, view.nbytes)
-                self._skip[side] = skip - passed
+                self.skip[side] = skip - passed
                 view = view[passed:]
                 continue
             total = self._total[side]
@@ -217,7 +220,7 @@ class Framed(Dissector):
             head = bytes(buf)
             buf.clear()
             self._total[side] = -1
-            self._skip[side] = total - keep
+            self.skip[side] = total - keep
             self.pdu(side, head, total, at)
             if self._dead[side]:
                 return
@@ -225,8 +228,8 @@ class Framed(Dissector):
     def gap(self, side: int, length: int, at: At) -> None:
         if self._dead[side]:
             return
-        if self._skip[side] >= length:
-            self._skip[side] -= length  # the missing bytes were body nobody reads
+        if self.skip[side] >= length:
+            self.skip[side] -= length  # the missing bytes were body nobody reads
             self.record.count("bytes_missing", length)
             return
         self.stop(side, f"{self.PROTOCOL}: {length} bytes missing, rest of the side unread")

@@ -130,12 +130,12 @@ class Conversation(Framed):
         if self._dead[side]:
             return
         total = self._total[side]
-        if self._skip[side] == 0 and total >= 0:
+        if self.skip[side] == 0 and total >= 0:
             remaining = total - len(self._buf[side]) - length
             if remaining >= 0:
                 self._buf[side].clear()
                 self._total[side] = -1
-                self._skip[side] = remaining
+                self.skip[side] = remaining
                 self.record.count("pdus_lost")
                 self.record.truncate(f"{PROTOCOL}: {length} bytes missing, one PDU unread")
                 return

@@ -170,25 +170,32 @@ class StreamEngine:
             if conversation.failed:
                 continue
             side = 0 if fwd else 1
-            at = At(frame, ts)
-            data = buffer[offset : offset + captured]
             try:
                 if conversation.tcp:
                     if flags & TCP_SYN:
                         seq = (seq + 1) % _MOD  # data on a SYN follows its sequence number
                     sent = conversation.sides[side]
                     if seq == sent.next and captured == length and not sent.held:
-                        # in order, whole, nothing held: the common case, delivered at once
-                        conversation.dissector.data(side, data, at)
+                        # in order, whole, nothing held: the common case, delivered at once,
+                        # or passed over inside a body the reader skips (bulk data)
                         sent.delivered += length
                         sent.next = (seq + length) % _MOD
+                        dissector = conversation.dissector
+                        skip = dissector.skip[side]
+                        if skip >= length:
+                            dissector.skip[side] = skip - length
+                        else:
+                            dissector.data(side, buffer[offset : offset + captured], At(frame, ts))
                         continue
+                    at = At(frame, ts)
+                    data = buffer[offset : offset + captured]
                     self._segment(conversation, side, seq, length, data, at, flows, row)
                 else:
                     sent = conversation.sides[side]
                     sent.delivered += captured
                     _count(sent, "datagrams")
-                    conversation.dissector.datagram(side, data.tobytes(), at)
+                    datagram = buffer[offset : offset + captured].tobytes()
+                    conversation.dissector.datagram(side, datagram, At(frame, ts))
                     if captured < length:
                         conversation.record.truncate("datagrams cut short by the snap length")
             except Exception as error:  # a reader's fault never stops the audit

@@ -503,7 +503,7 @@ class Conversation(Framed):
             self._tail[side] = b""
             self.record.count("bytes_missing", length)
             return
-        if self._skip[side] >= length:
+        if self.skip[side] >= length:
             super().gap(side, length, at)
             return
         total = self._total[side]
@@ -523,7 +523,7 @@ class Conversation(Framed):
                     self._message(side, seen, self._full[side], at)  # as far as it goes
             self._buf[side].clear()
             self._total[side] = -1
-            self._skip[side] = remaining - length
+            self.skip[side] = remaining - length
             self._phase[side] = _WHOLE
             self._part[side] = b""
             self.record.count("bytes_missing", length)
@@ -532,7 +532,7 @@ class Conversation(Framed):
             return
         self._buf[side].clear()
         self._total[side] = -1
-        self._skip[side] = 0
+        self.skip[side] = 0
         self._phase[side] = _WHOLE
         self._part[side] = b""
         self._lost[side] = True
