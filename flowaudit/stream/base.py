@@ -26,6 +26,7 @@ B = 1
 MAX_OPERATIONS = 256
 MAX_IDENTITIES = 32
 MAX_PDU_KEEP = 64 * 1024
+MAX_DROPPED_NAMES = 64  # distinct operation names counted past MAX_OPERATIONS
 
 
 @dataclass(slots=True)
@@ -43,11 +44,13 @@ class Record:
     ``operations`` entries are dicts with ``ts_ns``, ``frame``, ``side`` (``A``/``B``: who sent
     the message the entry was made from), ``protocol``, ``operation`` and, where known,
     ``target`` and ``status`` (the engine turns ``ts_ns`` and ``side`` into ``time`` and
-    ``direction``). Past ``MAX_OPERATIONS`` entries are counted in ``operations_dropped``.
+    ``direction``). Past ``MAX_OPERATIONS`` entries are counted in ``operations_dropped``, and
+    by protocol and operation name in ``dropped_by``.
     """
 
     operations: list[dict[str, Any]] = field(default_factory=list)
     operations_dropped: int = 0
+    dropped_by: dict[str, int] = field(default_factory=dict)  # "protocol operation" -> count
     identities: list[dict[str, Any]] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
@@ -80,15 +83,25 @@ class Record:
         entry.update(extra)
         budget = self.budget
         if len(self.operations) >= MAX_OPERATIONS:
-            self.operations_dropped += 1
+            self._drop(protocol, operation)
         elif budget is not None and budget[0] <= 0:
-            self.operations_dropped += 1
+            self._drop(protocol, operation)
             self.truncate("operations of the whole run past their bound")
         else:
             self.operations.append(entry)
             if budget is not None:
                 budget[0] -= 1
         return entry
+
+    def _drop(self, protocol: str, operation: str) -> None:
+        """Count an operation not kept, by protocol and name (what a flow of 1,400 netlogon
+        calls did is still told)."""
+        self.operations_dropped += 1
+        key = f"{protocol} {operation}"
+        if key in self.dropped_by or len(self.dropped_by) < MAX_DROPPED_NAMES:
+            self.dropped_by[key] = self.dropped_by.get(key, 0) + 1
+        else:
+            self.dropped_by["other"] = self.dropped_by.get("other", 0) + 1
 
     def identity(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Add an identity (``protocol``, ``account``, ``domain``, ``workstation``, ``method``,

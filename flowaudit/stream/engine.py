@@ -400,6 +400,7 @@ def _facts(conversation: _Conversation, summary: dict[str, Any]) -> dict[str, An
     stream: dict[str, Any] = {"protocol": conversation.protocol, conversation.protocol: summary}
     if record.operations_dropped:
         stream["operations_dropped"] = record.operations_dropped
+        stream["operations_dropped_by"] = dict(record.dropped_by)
     if record.counters:
         stream["counters"] = dict(record.counters)
     stream["sides"] = [{"bytes": side.delivered, **side.stats} for side in conversation.sides]
