@@ -266,7 +266,9 @@ class FlowAssembler:
             client_is_a = _client_is_a(flows)[0]
             for row, facts in self._streams.finish(self._flows[: self._rows]).items():
                 at = int(position[row])
-                conversations[at] = facts_with_directions(facts, bool(client_is_a[at]))
+                conversations[at] = facts_with_directions(
+                    facts, bool(client_is_a[at]), self.file_names
+                )
         return FlowTable(
             columns=columns,
             payloads=payloads,

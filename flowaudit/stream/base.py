@@ -31,10 +31,11 @@ MAX_DROPPED_NAMES = 64  # distinct operation names counted past MAX_OPERATIONS
 
 @dataclass(slots=True)
 class At:
-    """Where something happened: the frame (1-based, in its file) and time of the packet."""
+    """Where something happened: the frame (1-based, in its file), time and file of the packet."""
 
     frame: int
     ts_ns: int
+    file: int = 0  # index of the capture file in the set (frames are numbered per file)
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Record:
             "protocol": protocol,
             "operation": operation,
         }
+        if at.file:
+            entry["file_index"] = at.file
         if target is not None:
             entry["target"] = target
         if status is not None:

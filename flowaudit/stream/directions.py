@@ -6,6 +6,7 @@ the dissectors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,9 +22,12 @@ def _time(ts_ns: int) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def facts_with_directions(facts: dict[str, Any], client_is_a: bool) -> dict[str, Any]:
+def facts_with_directions(
+    facts: dict[str, Any], client_is_a: bool, files: Sequence[str] = ()
+) -> dict[str, Any]:
     """``facts`` with each operation's ``side`` turned into ``direction`` (``c2s``: the client
-    sent the message the entry was made from) and its ``ts_ns`` into ``time``; the
+    sent the message the entry was made from) and its ``ts_ns`` into ``time``, with ``file``
+    (from ``files``) where the message was in another file than the first of the set; the
     conversation's per-side byte counts become ``c2s`` and ``s2c``."""
     if "operations" not in facts:
         return facts
@@ -34,6 +38,9 @@ def facts_with_directions(facts: dict[str, Any], client_is_a: bool) -> dict[str,
         ts_ns = entry.pop("ts_ns", None)
         out: dict[str, Any] = {"time": _time(ts_ns) if isinstance(ts_ns, int) else ""}
         out["frame"] = entry.pop("frame", None)
+        index = entry.pop("file_index", None)
+        if isinstance(index, int) and 0 <= index < len(files):
+            out["file"] = files[index]  # a later file of a capture set: frames count anew
         if side is not None:
             out["direction"] = "c2s" if (side == 0) == client_is_a else "s2c"
         out.update(entry)

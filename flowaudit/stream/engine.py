@@ -153,6 +153,7 @@ class StreamEngine:
         flows: Any,
     ) -> None:
         buffer = np.ascontiguousarray(batch.buffer).data
+        file_index = batch.file_index
         conversations = self._conversations
         for row, fwd, frame, ts, seq, flags, offset, length, captured in zip(
             rows.tolist(),
@@ -185,9 +186,11 @@ class StreamEngine:
                         if skip >= length:
                             dissector.skip[side] = skip - length
                         else:
-                            dissector.data(side, buffer[offset : offset + captured], At(frame, ts))
+                            dissector.data(
+                                side, buffer[offset : offset + captured], At(frame, ts, file_index)
+                            )
                         continue
-                    at = At(frame, ts)
+                    at = At(frame, ts, file_index)
                     data = buffer[offset : offset + captured]
                     self._segment(conversation, side, seq, length, data, at, flows, row)
                 else:
@@ -195,7 +198,7 @@ class StreamEngine:
                     sent.delivered += captured
                     _count(sent, "datagrams")
                     datagram = buffer[offset : offset + captured].tobytes()
-                    conversation.dissector.datagram(side, datagram, At(frame, ts))
+                    conversation.dissector.datagram(side, datagram, At(frame, ts, file_index))
                     if captured < length:
                         conversation.record.truncate("datagrams cut short by the snap length")
             except Exception as error:  # a reader's fault never stops the audit

@@ -357,3 +357,33 @@ def test_the_corpus_is_read_without_a_reader_stopping() -> None:
         for flow in engine.conversations([str(path)]):
             for why in flow.get("truncated") or []:
                 assert "reader stopped" not in why, f"{path.name} flow {flow['id']}: {why}"
+
+
+class Noting(Recorder):
+    def data(self, side: int, data: bytes | memoryview, at: base.At) -> None:
+        self.record.op(at, side, "noting", "SEGMENT")
+
+
+def test_operations_in_a_later_file_of_the_set_name_their_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _module()
+    module.Conversation = Noting  # type: ignore[attr-defined]
+    monkeypatch.setattr(stream, "_LOADED", {"tcp": [module], "udp": []})
+    first = cb.write(
+        tmp_path / "a.pcap",
+        cb.pcap_bytes(
+            [cb.Rec(1_700_000_000_000_000_000, _tcp(1000, b"one"))], cb.LINKTYPE_ETHERNET
+        ),
+    )
+    second = cb.write(
+        tmp_path / "b.pcap",
+        cb.pcap_bytes(
+            [cb.Rec(1_700_000_001_000_000_000, _tcp(1003, b"two"))], cb.LINKTYPE_ETHERNET
+        ),
+    )
+    [flow] = engine.conversations([str(first), str(second)])
+    assert [(entry["frame"], entry.get("file")) for entry in flow["operations"]] == [
+        (1, None),
+        (1, str(second)),
+    ]
