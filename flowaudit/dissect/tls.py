@@ -9,6 +9,7 @@ RDP) hand the bytes that follow their own framing to ``parse``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ CERTIFICATE = 11
 
 # RFC 8446 4.2: ExtensionType.
 EXT_SERVER_NAME = 0  # RFC 6066 3
+EXT_SIGNATURE_ALGORITHMS = 13  # RFC 8446 4.2.3
 EXT_ALPN = 16  # RFC 7301 3.1
 EXT_SUPPORTED_VERSIONS = 43  # RFC 8446 4.2.1
 
@@ -44,6 +46,7 @@ TLS13 = 0x0304
 MAX_TEXT = 256
 MAX_MESSAGES = 16  # handshake messages read per direction
 MAX_ALPN = 16  # protocol names kept from the client's offer
+MAX_SERVER_EXTENSIONS = 32  # extension types kept from the ServerHello
 
 # RFC 4514 3 short names of attribute types, then the usual extra ones by their common names.
 ATTRIBUTE_NAMES = {
@@ -171,7 +174,7 @@ def _extensions(reader: _Reader) -> Iterator[tuple[int, _Reader]]:
 
 
 def _client_hello(body: bytes, facts: Facts) -> None:
-    """ClientHello (RFC 8446 4.1.2): legacy_version, then the extensions we read."""
+    """ClientHello (RFC 8446 4.1.2): legacy_version, then the extensions we read; its JA4."""
     reader = _Reader(body)
     try:
         legacy_version = reader.uint(2)
@@ -179,29 +182,44 @@ def _client_hello(body: bytes, facts: Facts) -> None:
         facts["client_max_version"] = facts["client_version"]
         reader.take(32)  # random
         reader.vector(1)  # legacy_session_id
-        reader.vector(2)  # cipher_suites
+        suites = _Reader(reader.vector(2))
+        ciphers = [suites.uint(2) for _ in range(suites.remaining() // 2)]
         reader.vector(1)  # legacy_compression_methods
     except _Short:
         return
+    # The extensions block is whole (or absent, as a TLS 1.0 client may send it) when its
+    # declared end lies within the bytes: only then is the JA4 of this hello known.
+    whole = reader.remaining() == 0 or (
+        reader.remaining() >= 2
+        and reader.pos + 2 + int.from_bytes(body[reader.pos : reader.pos + 2], "big") <= len(body)
+    )
+    hello = ClientHelloFields(legacy_version, ciphers)
     for extension_type, data in _extensions(reader):
+        hello.extensions.append(extension_type)
         try:
             if extension_type == EXT_SERVER_NAME and facts["sni"] is None:
                 facts["sni"] = _server_name(data)
             elif extension_type == EXT_ALPN:
+                hello.alpn_first = _first_protocol(_Reader(data.data))
                 facts["alpn"] = _protocol_names(data)
+            elif extension_type == EXT_SIGNATURE_ALGORITHMS:
+                listed = _Reader(data.vector(2))
+                hello.signature_algorithms = [
+                    listed.uint(2) for _ in range(listed.remaining() // 2)
+                ]
             elif extension_type == EXT_SUPPORTED_VERSIONS:
                 # RFC 8446 4.2.1: the client lists versions<2..254>; GREASE values (RFC 8701)
                 # and drafts are not versions we name, so the highest known one counts.
                 listed = _Reader(data.vector(1))
-                known = [
-                    version
-                    for version in (listed.uint(2) for _ in range(listed.remaining() // 2))
-                    if version in VERSION_NAMES
-                ]
+                offered = [listed.uint(2) for _ in range(listed.remaining() // 2)]
+                hello.supported_versions = offered
+                known = [version for version in offered if version in VERSION_NAMES]
                 if known:
                     facts["client_max_version"] = version_name(max(known))
         except _Short:
             continue
+    if whole:
+        facts["ja4"] = ja4(hello)
 
 
 def _server_name(data: _Reader) -> str | None:
@@ -224,6 +242,103 @@ def _protocol_names(data: _Reader) -> list[str]:
     return found
 
 
+def _first_protocol(data: _Reader) -> bytes | None:
+    """The first ProtocolName of an ALPN list as bytes (RFC 7301 3.1), None if there is none."""
+    try:
+        names = _Reader(data.vector(2))
+        return names.vector(1) if names.remaining() else None
+    except _Short:
+        return None
+
+
+# --- JA4 (FoxIO's TLS client fingerprint) --------------------------------------------------------
+#
+# Implemented from the published specification, technical_details/JA4.md of
+# https://github.com/FoxIO-LLC/ja4 (JA4 is BSD 3-Clause, LICENSE-JA4 there). Its server
+# counterpart JA4S is not computed: it is under the FoxIO License 1.1 (non-commercial use only,
+# patent pending), which this MIT-licensed project does not take on; ``server_extensions`` holds
+# the ServerHello's extension types instead.
+
+# JA4.md "TLS and DTLS Version": the two characters of each version; any other is "00".
+JA4_VERSIONS = {
+    0x0304: "13",
+    0x0303: "12",
+    0x0302: "11",
+    0x0301: "10",
+    0x0300: "s3",
+    0x0002: "s2",
+    0xFEFF: "d1",
+    0xFEFD: "d2",
+    0xFEFC: "d3",
+}
+JA4_EMPTY_HASH = "000000000000"
+
+
+def is_grease(value: int) -> bool:
+    """RFC 8701 2: the reserved values 0x0A0A, 0x1A1A, ... 0xFAFA (both bytes equal, ?A)."""
+    return value >> 8 == value & 0xFF and value & 0x0F == 0x0A
+
+
+class ClientHelloFields:
+    """What JA4 reads of a ClientHello, in the order the client sent it."""
+
+    __slots__ = (
+        "alpn_first",
+        "ciphers",
+        "extensions",
+        "legacy_version",
+        "signature_algorithms",
+        "supported_versions",
+    )
+
+    def __init__(self, legacy_version: int, ciphers: list[int]) -> None:
+        self.legacy_version = legacy_version
+        self.ciphers = ciphers
+        self.extensions: list[int] = []
+        self.signature_algorithms: list[int] = []
+        self.supported_versions: list[int] | None = None
+        self.alpn_first: bytes | None = None
+
+
+def ja4_alpn(first: bytes | None) -> str:
+    """JA4.md "ALPN Extension Value": first and last character of the first protocol name."""
+    if not first:
+        return "00"
+    head, tail = chr(first[0]), chr(first[-1])
+    if head.isascii() and head.isalnum() and tail.isascii() and tail.isalnum():
+        return head + tail
+    hexed = first.hex()  # either end not alphanumeric: the ends of its hex form
+    return hexed[0] + hexed[-1]
+
+
+def _hash12(values: str) -> str:
+    return hashlib.sha256(values.encode("ascii")).hexdigest()[:12]
+
+
+def ja4(hello: ClientHelloFields, transport: str = "t") -> str:
+    """JA4 of a ClientHello (JA4.md "JA4 Algorithm"): ``t13d1516h2_8daaf6152771_e5627efa2ab1``.
+
+    ``transport`` is "t" for TLS over TCP ("q" QUIC and "d" DTLS are not read here).
+    """
+    ciphers = [c for c in hello.ciphers if not is_grease(c)]
+    extensions = [e for e in hello.extensions if not is_grease(e)]
+    versions = [v for v in hello.supported_versions or () if not is_grease(v)]
+    version = max(versions) if versions else hello.legacy_version
+    sni = "d" if EXT_SERVER_NAME in extensions else "i"
+    part_a = (
+        f"{transport}{JA4_VERSIONS.get(version, '00')}{sni}"
+        f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{ja4_alpn(hello.alpn_first)}"
+    )
+    part_b = _hash12(",".join(f"{c:04x}" for c in sorted(ciphers))) if ciphers else JA4_EMPTY_HASH
+    kept = sorted(e for e in extensions if e not in (EXT_SERVER_NAME, EXT_ALPN))
+    signatures = [s for s in hello.signature_algorithms if not is_grease(s)]
+    listed = ",".join(f"{e:04x}" for e in kept)
+    if signatures:
+        listed += "_" + ",".join(f"{s:04x}" for s in signatures)
+    part_c = _hash12(listed) if kept else JA4_EMPTY_HASH
+    return f"{part_a}_{part_b}_{part_c}"
+
+
 def _server_hello(body: bytes, facts: Facts) -> None:
     """ServerHello (RFC 8446 4.1.3): version, cipher suite, supported_versions, ALPN."""
     reader = _Reader(body)
@@ -235,7 +350,10 @@ def _server_hello(body: bytes, facts: Facts) -> None:
         reader.uint(1)  # legacy_compression_method
     except _Short:
         return
+    facts["server_extensions"] = []
     for extension_type, data in _extensions(reader):
+        if len(facts["server_extensions"]) < MAX_SERVER_EXTENSIONS:
+            facts["server_extensions"].append(extension_type)
         try:
             if extension_type == EXT_SUPPORTED_VERSIONS:
                 # RFC 8446 4.2.1: the server names the one version it selected.
@@ -247,15 +365,17 @@ def _server_hello(body: bytes, facts: Facts) -> None:
             continue
 
 
-def _leaf_certificate(body: bytes) -> bytes:
-    """The first ASN.1Cert of a TLS 1.2 Certificate message, as far as it goes (RFC 5246 7.4.2)."""
+def _leaf_certificate(body: bytes) -> tuple[bytes, bool]:
+    """The first ASN.1Cert of a TLS 1.2 Certificate message, as far as it goes, and whether it
+    is whole (RFC 5246 7.4.2)."""
     reader = _Reader(body)
     try:
         reader.uint(3)  # certificate_list length
         length = reader.uint(3)
     except _Short:
-        return b""
-    return body[reader.pos : reader.pos + length]
+        return b"", False
+    der = body[reader.pos : reader.pos + length]
+    return der, len(der) == length
 
 
 # --- X.509 names (RFC 5280 4.1, DER per X.690) ---------------------------------------------------
@@ -386,7 +506,7 @@ def _tbs_fields(der: bytes) -> list[tuple[int, int, int]]:
         tag, pos, tbs_end = _der_element(der, pos)  # TBSCertificate
         if tag != 0x30:
             return fields
-        while pos < min(tbs_end, len(der)) and len(fields) < 7:
+        while pos < min(tbs_end, len(der)) and len(fields) < 10:
             tag, start, end = _der_element(der, pos)
             fields.append((tag, start, end))
             pos = end
@@ -417,14 +537,131 @@ def certificate_names(der: bytes) -> tuple[Name | None, Name | None]:
     return names[0], names[1]
 
 
+def _tbs_by_name(der: bytes) -> dict[str, tuple[int, int]]:
+    """(start, end) of the TBSCertificate fields whose bytes are all there, by RFC 5280 name.
+
+    TBSCertificate (RFC 5280 4.1): [0] version, serialNumber, signature, issuer, validity,
+    subject, subjectPublicKeyInfo, [1] issuerUniqueID, [2] subjectUniqueID, [3] extensions.
+    """
+    fields = _tbs_fields(der)
+    if fields and fields[0][0] == 0xA0:
+        fields = fields[1:]
+    order = ("serialNumber", "signature", "issuer", "validity", "subject", "spki")
+    expected = (0x02, 0x30, 0x30, 0x30, 0x30, 0x30)
+    found: dict[str, tuple[int, int]] = {}
+    for (tag, start, end), name, wanted in zip(fields, order, expected, strict=False):
+        if tag != wanted or end > len(der):
+            return found
+        found[name] = (start, end)
+    for tag, start, end in fields[len(order) :]:
+        if tag == 0xA3 and end <= len(der):  # [3] EXPLICIT Extensions
+            found["extensions"] = (start, end)
+    return found
+
+
+def der_time(tag: int, raw: bytes) -> str | None:
+    """UTCTime or GeneralizedTime as ISO 8601 UTC (RFC 5280 4.1.2.5), None if not that form.
+
+    RFC 5280 4.1.2.5.1: UTCTime YYMMDDHHMMSSZ, YY >= 50 meaning 19YY; 4.1.2.5.2:
+    GeneralizedTime YYYYMMDDHHMMSSZ. Other forms (BER: no seconds, an offset) give None.
+    """
+    try:
+        value = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if tag == 0x17 and len(value) == 13 and value[:12].isdigit() and value[12] == "Z":
+        year = int(value[:2])
+        value = f"{1900 + year if year >= 50 else 2000 + year}{value[2:]}"
+    elif not (tag == 0x18 and len(value) == 15 and value[:14].isdigit() and value[14] == "Z"):
+        return None
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}T{value[8:10]}:{value[10:12]}:{value[12:14]}Z"
+
+
+def _validity(der: bytes, start: int, end: int) -> tuple[str | None, str | None]:
+    """Validity ::= SEQUENCE { notBefore Time, notAfter Time } (RFC 5280 4.1.2.5)."""
+    times: list[str | None] = []
+    pos = start
+    while pos < end and len(times) < 2:
+        tag, value_start, value_end = _der_element(der, pos)
+        times.append(der_time(tag, der[value_start:value_end]))
+        pos = value_end
+    times += [None] * (2 - len(times))
+    return times[0], times[1]
+
+
+OID_SUBJECT_KEY_IDENTIFIER = "2.5.29.14"  # RFC 5280 4.2.1.2
+OID_AUTHORITY_KEY_IDENTIFIER = "2.5.29.35"  # RFC 5280 4.2.1.1
+
+
+def _key_identifiers(der: bytes, start: int, end: int) -> tuple[bytes | None, bytes | None]:
+    """(authority keyIdentifier, subject key identifier) from [3] Extensions, None if absent.
+
+    Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
+    (RFC 5280 4.1); AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT ... }.
+    """
+    authority = subject = None
+    _, pos, end = _der_element(der, start)  # Extensions SEQUENCE
+    while pos < end:
+        _, ext_start, ext_end = _der_element(der, pos)
+        oid_tag, oid_start, oid_end = _der_element(der, ext_start)
+        tag, value_start, value_end = _der_element(der, oid_end)
+        if tag == 0x01:  # critical
+            tag, value_start, value_end = _der_element(der, value_end)
+        if oid_tag == 0x06 and tag == 0x04 and value_end <= ext_end:
+            oid = _oid(der[oid_start:oid_end])
+            if oid == OID_SUBJECT_KEY_IDENTIFIER:
+                key_tag, key_start, key_end = _der_element(der, value_start)
+                if key_tag == 0x04:
+                    subject = der[key_start:key_end]
+            elif oid == OID_AUTHORITY_KEY_IDENTIFIER:
+                _, seq_start, seq_end = _der_element(der, value_start)
+                if seq_start < seq_end:
+                    key_tag, key_start, key_end = _der_element(der, seq_start)
+                    if key_tag == 0x80:
+                        authority = der[key_start:key_end]
+        pos = ext_end
+    return authority, subject
+
+
+def _is_one_der_element(der: bytes) -> bool:
+    """Whether ``der`` is exactly one DER SEQUENCE (a Certificate, not bytes that only claim it)."""
+    try:
+        tag, _, end = _der_element(der, 0)
+    except _Short:
+        return False
+    return tag == 0x30 and end == len(der)
+
+
 def _certificate(body: bytes, facts: Facts) -> None:
-    issuer, subject = certificate_names(_leaf_certificate(body))
+    der, whole = _leaf_certificate(body)
+    facts["cert_truncated"] = not whole
+    if whole and _is_one_der_element(der):
+        facts["cert_sha1"] = hashlib.sha1(der).hexdigest()
+        facts["cert_sha256"] = hashlib.sha256(der).hexdigest()
+    issuer, subject = certificate_names(der)
     if issuer is not None:
         facts["cert_issuer"] = distinguished_name(issuer)[:MAX_TEXT]
         facts["cert_issuer_cn"] = _common_name(issuer)
     if subject is not None:
         facts["cert_subject"] = distinguished_name(subject)[:MAX_TEXT]
         facts["cert_subject_cn"] = _common_name(subject)
+    fields = _tbs_by_name(der)
+    try:
+        if "serialNumber" in fields:
+            start, end = fields["serialNumber"]
+            facts["cert_serial"] = der[start:end].hex()[: 2 * 64]
+        if "validity" in fields:
+            facts["cert_not_before"], facts["cert_not_after"] = _validity(der, *fields["validity"])
+        if issuer is not None and subject is not None:
+            # Self-issued names (RFC 5280 3.2), and where both key identifiers are present,
+            # the same key: a certificate signed by its own key, not by a CA of the same name.
+            self_signed = issuer == subject
+            if self_signed and "extensions" in fields:
+                authority, own = _key_identifiers(der, *fields["extensions"])
+                self_signed = authority is None or own is None or authority == own
+            facts["cert_self_signed"] = self_signed
+    except _Short:
+        pass
 
 
 def empty_facts() -> Facts:
@@ -441,7 +678,16 @@ def empty_facts() -> Facts:
         "cert_issuer_cn": None,
         "cert_subject": None,
         "cert_issuer": None,
+        "cert_self_signed": None,
+        "cert_not_before": None,
+        "cert_not_after": None,
+        "cert_serial": None,
+        "cert_sha1": None,
+        "cert_sha256": None,
+        "cert_truncated": None,
         "cipher_suite": None,
+        "server_extensions": [],
+        "ja4": None,
         "handshake_seen": True,
     }
 
