@@ -45,6 +45,7 @@ from flowaudit.matrix import (
     load_rules,
     rules_in_force,
 )
+from flowaudit.pivots import pivot_columns
 from flowaudit.report.flowtable import endpoint
 from flowaudit.signatures import (
     BY_PAYLOAD,
@@ -124,6 +125,17 @@ class Finding:
     # Set by a baseline (``new`` or ``known``) and by an accept file (the entry that accepts it).
     baseline: str | None = None
     accepted: dict[str, Any] | None = None
+    # Flow id -> Community ID of the flows the audit gave it (``community_ids`` reads it
+    # through ``flow_ids``, so a finding whose flows a filter narrows names only those).
+    community_of: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def community_ids(self) -> list[str]:
+        """The Community IDs of its flows, each once, in flow order (flows of one address and
+        port pair share one): the pivot into Zeek, Suricata or a SIEM."""
+        return list(
+            dict.fromkeys(self.community_of[i] for i in self.flow_ids if i in self.community_of)
+        )
 
     def match(self) -> dict[str, Any]:
         """What identifies this finding across runs: never flow ids, and addresses only of an
@@ -164,6 +176,7 @@ class Finding:
             "title": self.title,
             "detail": self.detail,
             "flow_ids": self.flow_ids,
+            "community_ids": self.community_ids,
             "reference": self.reference,
             "client_role": self.client_role,
             "server_role": self.server_role,
@@ -203,6 +216,9 @@ class AuditResult:
     # result: {"accept"|"baseline": {path, sha256, size}} (a report names every input it rests
     # on).
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The filters a report shows (``flowaudit.filters.select_result``): the options given, the
+    # times they came to, and the flows and findings kept of all; None: the whole capture.
+    filters: dict[str, Any] | None = None
 
     @cached_property
     def hosts(self) -> list[dict[str, Any]]:
@@ -689,13 +705,17 @@ def audit(
         judge = Judge(in_force, site)
         flows, findings, other = _judge_flows(table, classified, site, judge, signatures)
         addresses = {*flows["client"], *flows["server"]}
+        finished = findings.finished()
+        community_of = dict(zip(flows["id"], flows["community_id"], strict=True))
+        for finding in finished:
+            finding.community_of = {i: community_of[i] for i in finding.flow_ids}
     return AuditResult(
         captures=list(table.captures),
         site=site,
         rules=in_force,
         addresses=addresses,
         flow_columns=flows,
-        findings=findings.finished(),
+        findings=finished,
         signatures_sha256=tables_sha256(),
         other_flows=other,
     )
@@ -725,6 +745,8 @@ FLOW_FIELDS = (
     "first_frame",
     "last_frame",
     "file",
+    "community_id",
+    "wireshark_filter",
     "facts",
 )
 _TABLE_COLUMNS = {
@@ -773,6 +795,19 @@ def _judge_flows(
         out[name] = take(getattr(classified, name))
     start_seen = take(columns["start_seen"].tolist())
     _turn_tftp_answers(out)
+    # Pivots into a SIEM and Wireshark (flowaudit/pivots.py), after the TFTP turn: the filter
+    # names the client first.
+    last_file = columns["last_file"] if every else columns["last_file"][keep]
+    out["community_id"], out["wireshark_filter"] = pivot_columns(
+        out["proto"],
+        out["client"],
+        out["client_port"],
+        out["server"],
+        out["server_port"],
+        out["first_frame"].tolist(),
+        out["last_frame"].tolist(),
+        (np.asarray(out["file"]) == np.asarray(last_file)).tolist(),
+    )
     client, server = out["client"], out["server"]
     service, evidence, facts_column = out["service"], out["evidence"], out["facts"]
     server_port = out["server_port"]

@@ -28,6 +28,7 @@ from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError, UsageError
 from flowaudit.report import AUDIT_FORMATS
 
 if TYPE_CHECKING:
+    from flowaudit.filters import Filters
     from flowaudit.flows import FlowTable
 
 
@@ -128,6 +129,108 @@ def _flow_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _filter_options(*, judged: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--host``, ``--net``, ``--since``, ``--until`` and (``judged``: shown, for ``analyze``)
+    ``--service``, ``--verdict``, ``--rule``, ``--min-severity`` (``flowaudit.filters``)."""
+    options = (
+        click.option(
+            "--host",
+            "filter_hosts",
+            multiple=True,
+            metavar="ADDR",
+            help="Only flows with this address at either end (repeatable).",
+        ),
+        click.option(
+            "--net",
+            "filter_nets",
+            multiple=True,
+            metavar="CIDR",
+            help="Only flows with an end in this network (repeatable).",
+        ),
+        click.option(
+            "--since",
+            "filter_since",
+            default=None,
+            metavar="TIME",
+            help="Only flows active at or after TIME: ISO 8601, or +30s/+5m/+1h from the "
+            "first packet.",
+        ),
+        click.option(
+            "--until",
+            "filter_until",
+            default=None,
+            metavar="TIME",
+            help="Only flows active at or before TIME (as --since).",
+        ),
+        click.option(
+            "--service",
+            "filter_services",
+            multiple=True,
+            metavar="NAME",
+            hidden=not judged,
+            help="Only flows of this service (repeatable).",
+        ),
+        click.option(
+            "--verdict",
+            "filter_verdicts",
+            multiple=True,
+            type=click.Choice(["expected", "unexpected", "unknown"]),
+            hidden=not judged,
+            help="Only flows of this verdict (repeatable).",
+        ),
+        click.option(
+            "--rule",
+            "filter_rules",
+            multiple=True,
+            metavar="RULE",
+            hidden=not judged,
+            help="Only findings of this rule (repeatable).",
+        ),
+        click.option(
+            "--min-severity",
+            "filter_min_severity",
+            type=click.Choice(["info", "low", "medium", "high", "critical"]),
+            default=None,
+            hidden=not judged,
+            help="Only findings of at least this severity.",
+        ),
+    )
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _filters(params: dict[str, Any], *, judged: bool) -> Filters:
+    """The filters of a command's parameters (``filter_*``), checked before a capture is read."""
+    from flowaudit.filters import make_filters
+
+    if not judged:
+        for name, option in (
+            ("filter_services", "--service"),
+            ("filter_verdicts", "--verdict"),
+            ("filter_rules", "--rule"),
+            ("filter_min_severity", "--min-severity"),
+        ):
+            if params.get(name):
+                raise UsageError(
+                    f"{option}: flows has no services, verdicts or findings (use analyze)"
+                )
+    return make_filters(
+        hosts=params.get("filter_hosts") or (),
+        nets=params.get("filter_nets") or (),
+        since=params.get("filter_since"),
+        until=params.get("filter_until"),
+        services=params.get("filter_services") or (),
+        verdicts=params.get("filter_verdicts") or (),
+        rules=params.get("filter_rules") or (),
+        min_severity=params.get("filter_min_severity"),
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowaudit")
 def cli() -> None:
@@ -150,6 +253,7 @@ def cli() -> None:
     "--payload/--no-payload", default=False, help="Include payload bytes (base64) in JSON and CSV."
 )
 @click.option("--sha256/--no-sha256", default=False, help="Hash each capture as it is read.")
+@_filter_options(judged=False)
 def flows(
     captures: tuple[str, ...],
     fmt: str,
@@ -159,10 +263,15 @@ def flows(
     idle_timeout: float,
     payload: bool,
     sha256: bool,
+    **filter_params: Any,
 ) -> None:
     """Print the flow table of one capture set (several files are merged in time order)."""
+    from flowaudit.filters import select_table
+
+    filters = _filters(filter_params, judged=False)
     _check_output(output)
     table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256, False)
+    table = select_table(table, filters)
     from flowaudit.report import flowtable
 
     with _output(output, binary=fmt == "parquet") as out:
@@ -269,6 +378,7 @@ SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
     "(operations, identities), or only each flow's first payload bytes.",
 )
 @_flow_options
+@_filter_options(judged=True)
 def analyze(
     captures: tuple[str, ...],
     site_path: str | None,
@@ -284,15 +394,18 @@ def analyze(
     engine: str,
     payload_bytes: int,
     idle_timeout: float,
+    **filter_params: Any,
 ) -> int:
     """Classify every flow of a capture set and judge it against the ports matrix."""
     from flowaudit.audit import audit, severity_at_least
     from flowaudit.baseline import apply_accept, load_accept, load_report, mark_baseline
+    from flowaudit.filters import select_result
     from flowaudit.report import ReportOptions, audit_writer
     from flowaudit.site import load_site
 
     if fail_on_new and baseline_path is None:
         raise UsageError("--fail-on-new needs --baseline")
+    filters = _filters(filter_params, judged=True)
     _check_output(output)
     # Every input file is read before the capture, so that a bad one fails at once.
     site = load_site(site_path) if site_path else None
@@ -306,6 +419,8 @@ def analyze(
     if accept is not None:
         for warning in apply_accept(result, accept):
             _stderr_line(f"warning: {warning}")
+    # The audit saw the whole capture; the filters choose what is shown and what counts.
+    result = select_result(result, filters)
     write = audit_writer(fmt)
     with _output(output, binary=False) as out:
         terminal = out is sys.stdout and sys.stdout.isatty()
@@ -313,6 +428,52 @@ def analyze(
         width = shutil.get_terminal_size().columns if terminal else None  # COLUMNS wins
         write(result, out, ReportOptions(color=color, table=table_choice, width=width))
     return 1 if severity_at_least(result, fail_on, new_only=fail_on_new) else 0
+
+
+@cli.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option("--site", "site_path", default=None, help="site.yaml: roles, ports, security mode.")
+@click.option(
+    "--host",
+    "host",
+    default=None,
+    metavar="ADDR",
+    help="That host's timeline: every flow in time order with peer, verdict and findings.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--output", "-o", default=None, help="Write to this file instead of stdout.")
+@_flow_options
+def hosts(
+    captures: tuple[str, ...],
+    site_path: str | None,
+    host: str | None,
+    fmt: str,
+    output: str | None,
+    engine: str,
+    payload_bytes: int,
+    idle_timeout: float,
+) -> None:
+    """One line per host seen: roles, services served and used, peers, certificates,
+    identities and findings (--host ADDR: that host's timeline)."""
+    from flowaudit.audit import audit
+    from flowaudit.filters import parse_host
+    from flowaudit.hosts import write_hosts
+    from flowaudit.site import load_site
+
+    address = parse_host(host) if host is not None else None
+    _check_output(output)
+    site = load_site(site_path) if site_path else None
+    table = _read_captures(captures, engine, payload_bytes, idle_timeout, False, True)
+    result = audit(table, site)
+    with _output(output, binary=False) as out:
+        write_hosts(result, out, fmt, address)
 
 
 def _command_line(context: click.Context) -> list[str]:
@@ -329,6 +490,9 @@ def _command_line(context: click.Context) -> list[str]:
             continue
         if isinstance(param, click.Argument):
             words.extend(str(v) for v in (value if isinstance(value, tuple) else (value,)))
+        elif isinstance(param, click.Option) and param.multiple:
+            for item in value or ():
+                words.extend((param.opts[0], str(item)))
         elif isinstance(param, click.Option):
             flag = param.opts[-1] if param.is_flag and value else param.opts[0]
             if param.is_flag and not value and param.secondary_opts:

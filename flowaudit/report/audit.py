@@ -67,6 +67,7 @@ def report_document(result: AuditResult) -> dict[str, Any]:
             "roles_inferred": site.source == "inferred",
         },
         "inputs": result.inputs,
+        "filters": result.filters,
         "hosts": result.hosts,
         "flows": result.flows,
         "communications": result.communications,
@@ -111,7 +112,16 @@ def jsonl_records(result: AuditResult) -> Iterator[dict[str, Any]]:
         **common,
         **{
             name: document[name]
-            for name in ("tool", "command", "captures", "signatures", "site", "inputs", "summary")
+            for name in (
+                "tool",
+                "command",
+                "captures",
+                "signatures",
+                "site",
+                "inputs",
+                "filters",
+                "summary",
+            )
         },
     }
     file_of: dict[int, str] = {}

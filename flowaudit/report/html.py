@@ -55,7 +55,7 @@ LINKED_FLOW_IDS = 200
 # What the flow table's ``facts`` column shows of each protocol's facts (the findings show all).
 FACT_SUMMARY_FIELDS = {
     "http": ("method", "path", "host", "user_agent", "status"),
-    "tls": ("version", "sni", "cert_subject_cn", "cert_issuer_cn"),
+    "tls": ("version", "sni", "cert_subject_cn", "cert_issuer_cn", "cert_self_signed", "ja4"),
     "smb": ("dialect", "signing_required", "shares"),
     "tds": ("client_encryption", "server_encryption", "instance"),
     "dcerpc": ("interfaces",),
@@ -123,6 +123,10 @@ class FlowRow:
     facts: str
     operations: list[tuple[str, ...]] = field(default_factory=list)
     more_operations: int = 0
+    # Pivots (flowaudit/pivots.py): the Community ID and a Wireshark display filter, as text
+    # to copy.
+    community_id: str = ""
+    wireshark_filter: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ def report_context(result: AuditResult) -> dict[str, Any]:
         "signatures_sha256": sorted(result.signatures_sha256.items()),
         "summary": summary,
         "hosts": result.hosts,
+        "host_list": host_rows(result),
         "identities": identities_by_host(result),
         "matrix": role_matrix(result.communications),
         "legend": LEGEND,
@@ -254,6 +259,41 @@ def report_context(result: AuditResult) -> dict[str, Any]:
         "many_files": many_files,
         "verdict_choices": (UNEXPECTED, EXPECTED, UNKNOWN_VERDICT, PLAINTEXT),
     }
+
+
+def host_rows(result: AuditResult) -> list[dict[str, Any]]:
+    """Every address seen (not only role holders), as the host section shows it
+    (``flowaudit.hosts``): roles and evidence, traffic, services, certificates, identities,
+    findings, and the flow filter that shows exactly its flows."""
+    from urllib.parse import quote
+
+    from flowaudit.hosts import (
+        certificates_text,
+        findings_text,
+        host_records,
+        identities_text,
+        services_text,
+    )
+
+    return [
+        {
+            "ip": host["ip"],
+            "roles": ", ".join(host["roles"]),
+            "evidence": "; ".join(host["evidence"]),
+            "flows": host["flows"],
+            "packets": host["packets"],
+            "bytes": quantity(host["bytes"]),
+            "peers": host["peers"],
+            "seen": f"{host['first_seen']} .. {host['last_seen']}",
+            "served": services_text(host["served"], limit=8),
+            "used": services_text(host["used"], limit=8),
+            "certificates": certificates_text(host["certificates"]),
+            "identities": identities_text(host["identities"]),
+            "findings": findings_text(host["findings"]),
+            "fragment": "filter=" + quote(f"host:{host['ip']}", safe=":"),
+        }
+        for host in host_records(result)
+    ]
 
 
 # --- the role x role picture ----------------------------------------------------------------
@@ -351,6 +391,8 @@ def _flow_row(flow: Mapping[str, Any], findings_of: Mapping[int, list[Finding]])
         operations=[_operation_cells(entry) for entry in operations[:OPERATIONS_PER_FLOW]],
         more_operations=max(0, len(operations) - OPERATIONS_PER_FLOW)
         + int(conversation.get("operations_dropped") or 0),
+        community_id=flow.get("community_id") or "",
+        wireshark_filter=flow.get("wireshark_filter") or "",
     )
 
 

@@ -241,6 +241,7 @@ def sarif_result(
         "findingId": finding.id,
         "severity": finding.severity,
         "flowIds": list(finding.flow_ids),
+        "communityIds": finding.community_ids,
         "flows": [flow_evidence(flow) for flow in flows],
         "match": finding.match(),
         "matrixRule": finding.matrix_rule,

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
-from flowaudit.audit import UNEXPECTED, AuditResult, Finding
+from flowaudit.audit import UNEXPECTED, UNKNOWN_VERDICT, AuditResult, Finding, port_key
 from flowaudit.report import ReportOptions
 from flowaudit.report.conversations import identities_by_host, operation_rows
 from flowaudit.report.flowtable import endpoint
@@ -83,6 +83,8 @@ def _summary_lines(result: AuditResult) -> Iterable[tuple[str, str]]:
         yield "roles: inferred from the traffic (no site file)", "yellow"
     else:
         yield f"site: {site.name or '-'} ({site.path}), security {site.security}", ""
+    if result.filters:
+        yield filters_line(result.filters), "bold"
     verdicts = ", ".join(f"{count} {name}" for name, count in summary["verdicts"].items())
     other = f"; {summary['other_flows']} of other protocols" if summary["other_flows"] else ""
     yield f"flows: {summary['flows']} ({verdicts}){other}", ""
@@ -94,6 +96,26 @@ def _summary_lines(result: AuditResult) -> Iterable[tuple[str, str]]:
     if extra:
         line += "; " + ", ".join(extra)
     yield line, ""
+
+
+def filters_line(filters: Mapping[str, Any]) -> str:
+    """The filters in force, as options, and what they kept of the whole capture."""
+    words = []
+    for name, value in filters["options"].items():
+        option = "--" + name.replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words.append(f"{option} {item}")
+    times = " ".join(
+        f"{label} {filters[key]}"
+        for label, key in (("from", "since_utc"), ("to", "until_utc"))
+        if filters.get(key)
+    )
+    return (
+        f"filters: {' '.join(words)}{f' ({times})' if times else ''}: "
+        f"{filters['flows']} of {filters['flows_total']} flows, "
+        f"{filters['findings']} of {filters['findings_total']} findings shown"
+    )
 
 
 def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None = None) -> None:
@@ -122,6 +144,9 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
         console.print(text("findings", "bold"))
         for finding in active:
             _print_finding(console, finding, flows_by_id, text)
+    unknown = unknown_lines(result)
+    if unknown:
+        console.file.write("\n".join(unknown) + "\n")
     pairs = [c for c in result.communications if c["verdict"] == UNEXPECTED]
     if pairs:
         view = Table(title="unexpected role pairs", box=None, pad_edge=False, title_justify="left")
@@ -171,6 +196,112 @@ def write_table(result: AuditResult, out: IO[str], options: ReportOptions | None
         _print_flows(console, result)
     elif options.table == "operations":
         _print_operations(console, result)
+
+
+UNKNOWN_GROUPS = 15
+# Below this port a service with no name is still a well-known port of something.
+HIGH_PORT = 1024
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    """A server name against a certificate's CN (``*.`` matches one label)."""
+    name, pattern = name.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return name == pattern
+
+
+def oddities(flow: Mapping[str, Any]) -> list[str]:
+    """What makes a flow nobody could judge worth a look: a self-signed certificate, a
+    certificate whose CN is not the name the client asked for, no known service on a high
+    port."""
+    found = []
+    tls = (flow.get("facts") or {}).get("tls") or {}
+    subject, issuer = tls.get("cert_subject_cn"), tls.get("cert_issuer_cn")
+    self_signed = tls.get("cert_self_signed")
+    if self_signed is None and subject is not None:
+        self_signed = subject == issuer
+    if self_signed:
+        found.append(f"self-signed {tls.get('cert_subject') or f'CN={subject}'}")
+    sni = tls.get("sni")
+    if sni and subject and not _name_matches(str(sni), str(subject)):
+        found.append(f"certificate CN={subject} for {sni}")
+    if flow["service"] == "unknown" and (flow["server_port"] or 0) >= HIGH_PORT:
+        found.append("unknown service on a high port")
+    return found
+
+
+def unknown_lines(result: AuditResult, limit: int = UNKNOWN_GROUPS) -> list[str]:
+    """Flows whose verdict is ``unknown`` by transport, service and port: flows, bytes, how
+    many clients and servers, an example pair and what is odd about them; the oddest and then
+    the largest first, at most ``limit`` lines (cleaned for the terminal)."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for flow in result.flows:
+        if flow["verdict"] != UNKNOWN_VERDICT:
+            continue
+        port = flow["server_port"]
+        if flow["service"] != "unknown":  # dynamic RPC, TFTP answers: one group, not one a port
+            port = port_key(flow["service"], port, flow["evidence"])
+        key = (flow["proto"], flow["service"], port)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                "flows": 0,
+                "bytes": 0,
+                "clients": set(),
+                "servers": set(),
+                "example": f"{flow['client']} -> {flow['server']}",
+                "odd": {},
+            }
+        group["flows"] += 1
+        group["bytes"] += int(flow["bytes"])
+        group["clients"].add(flow["client"])
+        group["servers"].add(flow["server"])
+        for odd in oddities(flow):
+            group["odd"][odd] = group["odd"].get(odd, 0) + 1
+            # a certificate tells more than a port: self-signed or mismatched ranks first
+            group["rank"] = max(group.get("rank", 0), 1 if odd.endswith("high port") else 2)
+    if not groups:
+        return []
+    ordered = sorted(
+        groups.items(),
+        key=lambda item: (-item[1].get("rank", 0), -item[1]["bytes"], str(item[0])),
+    )
+    total = sum(group["flows"] for group in groups.values())
+    headers = ("proto", "service", "port", "flows", "bytes", "clients", "servers", "e.g.", "odd")
+    rows = []
+    for (proto, service, port), group in ordered[:limit]:
+        odd = "; ".join(
+            f"{text} ({count})" if count > 1 else text
+            for text, count in sorted(group["odd"].items(), key=lambda item: -item[1])[:2]
+        )
+        rows.append(
+            [
+                clean(value)
+                for value in (
+                    proto,
+                    service,
+                    port,
+                    group["flows"],
+                    group["bytes"],
+                    len(group["clients"]),
+                    len(group["servers"]),
+                    group["example"],
+                    odd,
+                )
+            ]
+        )
+    lines = [
+        f"unknown verdict: {total} flow{'s' if total != 1 else ''} nobody could judge "
+        "(an end holds no role), by service"
+    ]
+    lines.extend(plain_table(headers, rows, right=("port", "flows", "bytes", "clients", "servers")))
+    if len(ordered) > limit:
+        rest = ordered[limit:]
+        more = sum(group["flows"] for _, group in rest)
+        lines.append(f"... and {len(rest)} more groups ({more} flows)")
+    return lines
 
 
 def _print_identities(console: Any, result: AuditResult) -> None:
@@ -286,7 +417,17 @@ def plain_table(
 
 
 def _print_flows(console: Any, result: AuditResult) -> None:
-    headers = ("id", "proto", "client", "server", "service", "roles", "verdict", "rule")
+    headers = (
+        "id",
+        "proto",
+        "client",
+        "server",
+        "service",
+        "roles",
+        "verdict",
+        "rule",
+        "community id",
+    )
     rows = [
         [
             clean(value)
@@ -299,6 +440,7 @@ def _print_flows(console: Any, result: AuditResult) -> None:
                 f"{flow['client_role'] or 'no role'} -> {flow['server_role'] or 'no role'}",
                 flow["verdict"],
                 flow["matrix_rule"] or "",
+                flow.get("community_id") or "",
             )
         ]
         for flow in result.flows

@@ -25,16 +25,55 @@
     return texts;
   };
 
+  // Exact addresses: a term host:ADDR or "ADDR" matches a row whose client or server address
+  // (the cells under a header of data-type "address", port left out) is ADDR, no more
+  // (10.0.0.1 is not 10.0.0.10); any other term matches anywhere in the row.
+  const addressColumns = Array.from(table.tHead.rows[0].cells)
+    .filter((cell) => {
+      const button = cell.querySelector("button");
+      return button !== null && button.dataset.type === "address";
+    })
+    .map((cell) => cell.cellIndex);
+  let addresses = null; // each row's client and server addresses, made on the first use
+  const addressOf = (text) => {
+    const value = text.trim().toLowerCase();
+    const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(value);
+    if (bracketed) {
+      return bracketed[1];
+    }
+    const plain = /^([^:]+):\d+$/.exec(value);
+    return plain ? plain[1] : value;
+  };
+  const rowAddresses = () => {
+    if (addresses === null) {
+      addresses = rows.map((row) =>
+        addressColumns.map((column) => addressOf(row.cells[column].textContent)),
+      );
+    }
+    return addresses;
+  };
+  const parseTerm = (term) => {
+    const host = /^host:(.+)$/.exec(term);
+    if (host) {
+      return { exact: true, value: host[1].replace(/^"(.*)"$/, "$1") };
+    }
+    const quoted = /^"(.+)"$/.exec(term);
+    return quoted ? { exact: true, value: quoted[1] } : { exact: false, value: term };
+  };
+
   const apply = () => {
-    const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean).map(parseTerm);
     const wanted = verdict.value;
-    const all = terms.length ? rowTexts() : null;
+    const all = terms.some((term) => !term.exact) ? rowTexts() : null;
+    const ends = terms.some((term) => term.exact) ? rowAddresses() : null;
     let shown = 0;
     rows.forEach((row, index) => {
       const visible =
         (!wanted || row.classList.contains(wanted)) &&
         (onlyIds === null || onlyIds.has(row.id)) &&
-        terms.every((term) => all[index].includes(term));
+        terms.every((term) =>
+          term.exact ? ends[index].includes(term.value) : all[index].includes(term.value),
+        );
       row.hidden = !visible;
       if (visible) {
         shown += 1;
