@@ -86,6 +86,7 @@ def write_json(result: AuditResult, out: IO[str], options: ReportOptions | None 
     """The JSON report: the document's fields indented, the elements of its long lists one a
     line."""
     document = report_document(result)
+    encode = json.JSONEncoder(default=str).encode  # one encoder for every element
     out.write("{")
     for number, (name, value) in enumerate(document.items()):
         out.write("," if number else "")
@@ -94,7 +95,7 @@ def write_json(result: AuditResult, out: IO[str], options: ReportOptions | None 
             out.write("[")
             for index, item in enumerate(value):
                 out.write(",\n  " if index else "\n  ")
-                out.write(json.dumps(item, default=str))
+                out.write(encode(item))
             out.write("\n ]")
         else:
             out.write(json.dumps(value, indent=1, default=str).replace("\n", "\n "))
