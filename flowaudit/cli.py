@@ -410,6 +410,8 @@ def analyze(
     # Every input file is read before the capture, so that a bad one fails at once.
     site = load_site(site_path) if site_path else None
     baseline = load_report(baseline_path) if baseline_path else None
+    if baseline is not None:
+        _filtered_report_warning(baseline_path, baseline)
     accept = load_accept(accept_path) if accept_path else None
     table = _read_captures(captures, engine, payload_bytes, idle_timeout, sha256, conversations)
     result = audit(table, site)
@@ -476,6 +478,28 @@ def hosts(
         write_hosts(result, out, fmt, address)
 
 
+def _filtered_report_warning(path: str | None, report: dict[str, Any]) -> None:
+    """A report made with filters holds only what they kept: what it lacks is not absent."""
+    filters = report.get("filters")
+    if isinstance(filters, dict) and filters.get("options"):
+        from flowaudit.report.terminal import clean
+
+        given = filters["options"]
+        parts = given.items() if isinstance(given, dict) else []
+        options = clean(
+            " ".join(
+                f"--{name.replace('_', '-')} {item}"
+                for name, value in parts
+                if value
+                for item in (value if isinstance(value, list) else [value])
+            )
+        )
+        _stderr_line(
+            f"warning: {path} was made with filters ({options}): findings and flows outside "
+            "them count as new or changed"
+        )
+
+
 def _command_line(context: click.Context) -> list[str]:
     """The command as it was typed (``main`` hands its arguments down), else as the options
     given on the command line spell it (the CLI called from another program)."""
@@ -538,7 +562,10 @@ def diff(old: str, new: str, fmt: str) -> int:
     from flowaudit.baseline import diff_is_empty, diff_lines, diff_reports, load_report
     from flowaudit.report.terminal import clean
 
-    changes = diff_reports(load_report(old), load_report(new))
+    before, after = load_report(old), load_report(new)
+    _filtered_report_warning(old, before)
+    _filtered_report_warning(new, after)
+    changes = diff_reports(before, after)
     if fmt == "json":
         click.echo(json.dumps(changes, indent=1))
     else:

@@ -43,6 +43,7 @@ _OFFSET = re.compile(
     r"^\+(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
 )
 _UNITS_NS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000}
+_MAX_NS = 2**63 - 1 - 200 * 365 * 86_400 * 1_000_000_000  # room for an offset added to a time
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def parse_time(option: str, text: str) -> TimeBound:
             for unit, scale in _UNITS_NS.items()
             if match.group(unit)
         )
+        if offset > _MAX_NS:
+            raise UsageError(f"{option} {text!r}: an offset of more than 200 years")
         return TimeBound(text, offset_ns=offset)
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
@@ -90,15 +93,22 @@ def parse_time(option: str, text: str) -> TimeBound:
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     delta = moment - epoch
     ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if not -_MAX_NS <= ns <= _MAX_NS:
+        # capture times are nanoseconds in 64 bits: 1677-09-21 to 2262-04-11
+        raise UsageError(f"{option} {text!r}: outside the times a capture can hold (1678-2261)")
     return TimeBound(text, absolute_ns=ns)
 
 
 def parse_host(text: str) -> str:
-    """An address as flows spell it (``ipaddress``'s compressed form)."""
+    """An address as flows spell it (``ipaddress``'s compressed form; an IPv4-mapped IPv6
+    address as its IPv4 address, as flows write it)."""
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         raise UsageError(f"--host {text!r}: not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def parse_net(text: str) -> Network:
@@ -232,11 +242,21 @@ def make_filters(
             )
     if min_severity is not None and min_severity not in SEVERITIES:
         raise UsageError(f"--min-severity {min_severity!r}: one of {', '.join(SEVERITIES)}")
+    since_bound = parse_time("--since", since) if since is not None else None
+    until_bound = parse_time("--until", until) if until is not None else None
+    if (
+        since_bound is not None
+        and until_bound is not None
+        and (since_bound.absolute_ns is None) == (until_bound.absolute_ns is None)
+        and (since_bound.absolute_ns or since_bound.offset_ns or 0)
+        > (until_bound.absolute_ns or until_bound.offset_ns or 0)
+    ):
+        raise UsageError(f"--since {since!r} is after --until {until!r}: nothing could be shown")
     return Filters(
         hosts=tuple(dict.fromkeys(parse_host(h) for h in hosts)),
         nets=tuple(parse_net(n) for n in nets),
-        since=parse_time("--since", since) if since is not None else None,
-        until=parse_time("--until", until) if until is not None else None,
+        since=since_bound,
+        until=until_bound,
         services=tuple(services),
         verdicts=tuple(verdicts),
         rules=tuple(rules),

@@ -120,39 +120,66 @@ def flow_community_id(flow: Mapping[str, Any]) -> str:
 def display_filter(flow: Mapping[str, Any]) -> str:
     """A Wireshark display filter that selects the flow's frames, and none other.
 
-    Both addresses (``ip.addr``, or ``ipv6.addr`` for an IPv6 flow; either matches inside a
-    VLAN, QinQ or tunnel), the transport's two ports (``tcp.port``/``udp.port``), and the
-    flow's frame range, ``frame.number >= first && frame.number <= last``: the frame range
-    tells a flow apart from an earlier or later flow of the same addresses and ports (a port
-    reused), and it numbers frames of one capture file, as Wireshark does. ICMP errors that
-    quote the flow's packets are left out (``!icmp``/``!icmpv6``): they are not the flow's.
+    Each direction of the flow (``ip.src``/``ip.dst``, ``ipv6.*`` for an IPv6 flow, with the
+    transport's source and destination ports): a flow between the same two addresses and the
+    same two port numbers the other way round is not selected. The addresses are those of the
+    first IP header (``#1``): a copy of the flow inside a tunnel to or from other addresses
+    (GRE, ERSPAN) is not selected. The flow's frame range, ``frame.number >= first &&
+    frame.number <= last``, tells it apart from an earlier or later flow of the same addresses
+    and ports (a port reused), and numbers frames of one capture file, as Wireshark does. ICMP
+    errors that quote the flow's packets are left out (``!icmp``/``!icmpv6``).
 
-    A flow whose frames lie in several capture files (``first_file`` and ``last_file`` of the
-    flow differ) gets no frame range: frame numbers count per file, so no single range selects
-    its frames; the filter then selects every flow of the addresses and ports in each file.
+    Not selected: IP fragments after a datagram's first (they carry no ports; flowaudit counts
+    them to the flow). A flow whose frames lie in several capture files (``first_file`` and
+    ``last_file`` differ) gets no frame range: frame numbers count per file, so no single
+    range selects its frames; the filter then selects every flow of the addresses and ports in
+    each file.
     """
-    proto = flow["proto"]
-    client, server = flow["client"], flow["server"]
-    field = "ipv6.addr" if ":" in client else "ip.addr"
-    parts = [f"{field} == {client}"]
-    if server != client:
-        parts.append(f"{field} == {server}")
-    if proto in ("tcp", "udp", "sctp"):
-        parts.append(f"{proto}.port == {flow['client_port']}")
-        if flow["server_port"] != flow["client_port"]:
-            parts.append(f"{proto}.port == {flow['server_port']}")
-    else:
-        parts.append(proto)
-    # An ICMP error quotes the header of the packet it answers, and Wireshark dissects the
-    # quoted addresses and ports as fields of the ICMP frame: without this, a "port
-    # unreachable" answering a UDP datagram of the flow would be selected with it.
-    parts.append("!icmpv6" if field == "ipv6.addr" else "!icmp")
     first_file = flow.get("first_file", flow.get("file"))
     last_file = flow.get("last_file", first_file)
-    if first_file == last_file:
-        parts.append(f"frame.number >= {flow['first_frame']}")
-        parts.append(f"frame.number <= {flow['last_frame']}")
-    return " && ".join(parts)
+    frames = (flow["first_frame"], flow["last_frame"]) if first_file == last_file else None
+    return _filter_text(
+        flow["proto"],
+        flow["client"],
+        flow["client_port"],
+        flow["server"],
+        flow["server_port"],
+        frames,
+    )
+
+
+def _filter_text(
+    proto: str, client: str, client_port: int, server: str, server_port: int, frames: Any
+) -> str:
+    field = "ipv6" if ":" in client else "ip"
+    if proto in ("tcp", "udp", "sctp"):
+        forth = (
+            f"{field}.src#1 == {client} && {field}.dst#1 == {server} && "
+            f"{proto}.srcport == {client_port} && {proto}.dstport == {server_port}"
+        )
+        back = (
+            f"{field}.src#1 == {server} && {field}.dst#1 == {client} && "
+            f"{proto}.srcport == {server_port} && {proto}.dstport == {client_port}"
+        )
+        # An ICMP error quotes the header of the packet it answers, and Wireshark dissects
+        # the quoted addresses and ports as fields of the ICMP frame: without this, a "port
+        # unreachable" answering a datagram of the flow would be selected with it.
+        guard = " && " + ("!icmpv6" if field == "ipv6" else "!icmp")
+    else:
+        # a protocol without ports: by its name, or its number ("ip-N" flows)
+        number = proto[3:] if proto.startswith("ip-") else None
+        what = (
+            (f"ipv6.nxt == {number}" if field == "ipv6" else f"ip.proto == {number}")
+            if number
+            else proto
+        )
+        forth = f"{field}.src#1 == {client} && {field}.dst#1 == {server} && {what}"
+        back = f"{field}.src#1 == {server} && {field}.dst#1 == {client} && {what}"
+        guard = ""
+    text = f"(({forth}) || ({back})){guard}"
+    if frames is not None:
+        text += f" && frame.number >= {frames[0]} && frame.number <= {frames[1]}"
+    return text
 
 
 def _packed(address: str) -> bytes:
@@ -194,15 +221,5 @@ def pivot_columns(
             x, y = cp, sp
         digest = sha1(b"\0\0" + a + b + pack("!BBHH", PROTO_NUMBERS[p], 0, x, y)).digest()
         ids.append("1:" + b64(digest).decode("ascii"))
-        field = "ipv6" if len(a) == 16 else "ip"
-        text = f"{field}.addr == {c} && "
-        if s != c:
-            text += f"{field}.addr == {s} && "
-        text += f"{p}.port == {cp} && "
-        if sp != cp:
-            text += f"{p}.port == {sp} && "
-        text += "!icmpv6" if field == "ipv6" else "!icmp"
-        if same:
-            text += f" && frame.number >= {ff} && frame.number <= {lf}"
-        filters.append(text)
+        filters.append(_filter_text(p, c, cp, s, sp, (ff, lf) if same else None))
     return ids, filters

@@ -92,6 +92,11 @@ def test_bad_values_name_the_option() -> None:
         ["--rule", "nope"],
         ["--verdict", "maybe"],
         ["--min-severity", "urgent"],
+        ["--until", "2300-01-01"],  # past what 64-bit nanoseconds hold
+        ["--since", "0001-01-01T00:00:00+05:00"],
+        ["--since", "+99999999999h"],
+        ["--since", "2023-11-14T22:13:20Z", "--until", "2020-01-01"],  # a window of nothing
+        ["--since", "+5m", "--until", "+1m"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
@@ -351,3 +356,25 @@ def test_host_filter_against_tshark_endpoints(corpus: Path, tshark: str) -> None
             assert sum(f["bytes"] for f in flows) + twice_bytes == size, (path.name, address)
             checked += 1
     assert checked > 40
+
+
+def test_an_ipv4_mapped_host_is_its_ipv4_address(sample_result: Any) -> None:
+    """Flows write IPv4-mapped addresses as dotted quads: ::ffff:10.10.0.12 is 10.10.0.12."""
+    mapped = select_result(sample_result, make_filters(hosts=["::ffff:10.10.0.12"]))
+    plain = select_result(sample_result, make_filters(hosts=["10.10.0.12"]))
+    assert mapped.flows and [f["id"] for f in mapped.flows] == [f["id"] for f in plain.flows]
+
+
+def test_a_filtered_report_as_baseline_or_in_diff_is_said(tmp_path: Path) -> None:
+    """A report made with filters lacks what they left out: using it as a baseline or in a
+    diff says so (what it lacks then counts as new)."""
+    filtered = tmp_path / "filtered.json"
+    invoke("analyze", str(SAMPLE), "--site", str(SITE), "--host", "10.10.0.12",
+           "--format", "json", "-o", str(filtered), "--fail-on", "never")  # fmt: skip
+    done = run_module(
+        "analyze", str(SAMPLE), "--site", str(SITE), "--baseline", str(filtered),
+        "--fail-on", "never", cwd=REPO,
+    )  # fmt: skip
+    assert "was made with filters (--host 10.10.0.12)" in done.stderr
+    done = run_module("diff", str(filtered), str(filtered), cwd=REPO)
+    assert done.stderr.count("was made with filters") == 2

@@ -80,21 +80,57 @@ def _flow(**changes: Any) -> dict[str, Any]:
     return {**flow, **changes}
 
 
-def test_display_filter_names_both_ends_and_the_frames() -> None:
+def test_display_filter_names_each_direction_and_the_frames() -> None:
     assert display_filter(_flow()) == (
-        "ip.addr == 10.0.0.5 && ip.addr == 10.0.0.1 && tcp.port == 49722 && tcp.port == 445"
-        " && !icmp && frame.number >= 7 && frame.number <= 90"
+        "((ip.src#1 == 10.0.0.5 && ip.dst#1 == 10.0.0.1 && tcp.srcport == 49722"
+        " && tcp.dstport == 445) || (ip.src#1 == 10.0.0.1 && ip.dst#1 == 10.0.0.5"
+        " && tcp.srcport == 445 && tcp.dstport == 49722)) && !icmp"
+        " && frame.number >= 7 && frame.number <= 90"
     )
     six = display_filter(_flow(proto="udp", client="fe80::1", server="ff02::1:2"))
-    assert six.startswith("ipv6.addr == fe80::1 && ipv6.addr == ff02::1:2 && udp.port == 49722")
+    assert six.startswith("((ipv6.src#1 == fe80::1 && ipv6.dst#1 == ff02::1:2 && udp.srcport")
     assert "!icmpv6" in six
+    icmp = display_filter(_flow(proto="icmp", client_port=0, server_port=0))
+    assert "!icmp" not in icmp and "&& icmp)" in icmp
 
 
 def test_display_filter_of_a_flow_over_several_files_has_no_frame_range() -> None:
     """Frame numbers count per file: no range selects a flow whose frames are in two files."""
     spanning = display_filter(_flow(first_file="a.pcap", last_file="b.pcap"))
     assert "frame.number" not in spanning
-    assert spanning.endswith("tcp.port == 445 && !icmp")
+    assert spanning.endswith("tcp.dstport == 49722)) && !icmp")
+
+
+def test_display_filters_tell_apart_reversed_ports_and_tunnelled_copies(
+    tshark: str, tmp_path: Path
+) -> None:
+    """Two flows with the same addresses and port numbers the other way round, at the same
+    time, and a GRE copy of one of them: each filter selects its own flow's frames only."""
+    from tests import capbuild as cb
+
+    def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int) -> bytes:
+        return cb.ip4_tcp_frame(src, dst, sport, dport, flags, b"", seq=seq)
+
+    a, b = "10.0.0.1", "10.0.0.2"
+    inner = cb.ipv4(a, b, cb.PROTO_TCP, cb.tcp(50001, 445, "S", 100, ip_src=a, ip_dst=b))
+    gre = cb.ipv4("192.0.2.1", "192.0.2.2", 47, b"\x00\x00\x08\x00" + inner)
+    frames = [
+        tcp(a, b, 50001, 445, "S", 100),
+        tcp(b, a, 50001, 445, "S", 500),
+        tcp(b, a, 445, 50001, "SA", 900),
+        tcp(a, b, 445, 50001, "SA", 700),
+        cb.ether(cb.MAC_A, cb.MAC_B, cb.ETH_IPV4, gre),
+        tcp(a, b, 50001, 445, "A", 101),
+        tcp(b, a, 50001, 445, "A", 501),
+    ]
+    records = [cb.Rec(1_700_000_000_000_000_000 + k * 1000, f) for k, f in enumerate(frames)]
+    path = cb.write(tmp_path / "edge.pcap", cb.pcap_bytes(records, cb.LINKTYPE_ETHERNET))
+    result = _result(path)
+    assert len(result.flows) == 2  # (the GRE packet is an other-protocol flow of its own)
+    for flow in result.flows:
+        selected = _tshark_frames(tshark, path, flow["wireshark_filter"])
+        assert len(selected) == flow["packets"], flow["wireshark_filter"]
+        assert (selected[0], selected[-1]) == (flow["first_frame"], flow["last_frame"])
 
 
 def _tshark_frames(tshark: str, path: Path, display: str) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 PROTOCOL = "tls"
@@ -573,6 +574,13 @@ def der_time(tag: int, raw: bytes) -> str | None:
         year = int(value[:2])
         value = f"{1900 + year if year >= 50 else 2000 + year}{value[2:]}"
     elif not (tag == 0x18 and len(value) == 15 and value[:14].isdigit() and value[14] == "Z"):
+        return None
+    try:  # a real date and time (a hostile certificate may say month 13)
+        year, month, day, hour, minute, second = (
+            int(value[a : a + 2 if a else 4]) for a in (0, 4, 6, 8, 10, 12)
+        )
+        datetime(year, month, day, hour, minute, second)
+    except ValueError:
         return None
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}T{value[8:10]}:{value[10:12]}:{value[12:14]}Z"
 

@@ -226,7 +226,8 @@ def oddities(flow: Mapping[str, Any]) -> list[str]:
         found.append(f"self-signed {tls.get('cert_subject') or f'CN={subject}'}")
     sni = tls.get("sni")
     if sni and subject and not _name_matches(str(sni), str(subject)):
-        found.append(f"certificate CN={subject} for {sni}")
+        # (the subjectAltName is not read: a certificate for several names may name this one)
+        found.append(f"certificate CN={subject} for {sni} (subjectAltName not read)")
     if flow["service"] == "unknown" and (flow["server_port"] or 0) >= HIGH_PORT:
         found.append("unknown service on a high port")
     return found
@@ -260,8 +261,9 @@ def unknown_lines(result: AuditResult, limit: int = UNKNOWN_GROUPS) -> list[str]
         group["servers"].add(flow["server"])
         for odd in oddities(flow):
             group["odd"][odd] = group["odd"].get(odd, 0) + 1
-            # a certificate tells more than a port: self-signed or mismatched ranks first
-            group["rank"] = max(group.get("rank", 0), 1 if odd.endswith("high port") else 2)
+            # a self-signed certificate ranks first; a CN other than the SNI (which the
+            # subjectAltName may explain) and an unknown service on a high port next
+            group["rank"] = max(group.get("rank", 0), 2 if odd.startswith("self-signed") else 1)
     if not groups:
         return []
     ordered = sorted(

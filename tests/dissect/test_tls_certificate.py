@@ -63,6 +63,9 @@ def test_serial_keeps_the_der_sign_octet() -> None:
         (0x17, b"491231235959+0100", None),
         (0x18, b"20500101120000.5Z", None),
         (0x04, b"491231235959Z", None),  # not a time at all
+        (0x17, b"991399250000Z", None),  # month 13, day 99, hour 25: digits, but no time
+        (0x18, b"20230229000000Z", None),  # no 29 February in 2023
+        (0x18, b"20240229000000Z", "2024-02-29T00:00:00Z"),
     ],
 )
 def test_der_time(tag: int, raw: bytes, expected: str | None) -> None:
