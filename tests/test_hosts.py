@@ -194,7 +194,9 @@ def test_oddities() -> None:
     tls = {"cert_subject_cn": "P18055077", "cert_issuer_cn": "P18055077", "sni": None}
     assert oddities(_flow(facts={"tls": tls})) == ["self-signed CN=P18055077"]
     named = {"cert_subject_cn": "a.example", "cert_issuer_cn": "CA", "sni": "b.example"}
-    assert oddities(_flow(facts={"tls": named})) == ["certificate CN=a.example for b.example"]
+    assert oddities(_flow(facts={"tls": named})) == [
+        "certificate CN=a.example for b.example (subjectAltName not read)"
+    ]
     wild = {"cert_subject_cn": "*.example", "cert_issuer_cn": "CA", "sni": "b.example"}
     assert oddities(_flow(facts={"tls": wild})) == []
     assert oddities(_flow(service="unknown", server_port=8037)) == [

@@ -510,5 +510,7 @@ def test_thirty_thousand_flows_stay_lean(site_result: AuditResult) -> None:
     elapsed = time.perf_counter() - started
     table = page[page.index('id="flow-table"') :]
     assert table.count('<tr id="flow-') == count
-    assert len(page.encode()) / count < 700, len(page.encode()) / count
+    # (each row offers its Wireshark filter to copy: about 230 of these bytes, both directions
+    # of the flow spelled out so that the filter selects its frames exactly)
+    assert len(page.encode()) / count < 800, len(page.encode()) / count
     assert elapsed < 30, elapsed
