@@ -378,3 +378,13 @@ def test_a_filtered_report_as_baseline_or_in_diff_is_said(tmp_path: Path) -> Non
     assert "was made with filters (--host 10.10.0.12)" in done.stderr
     done = run_module("diff", str(filtered), str(filtered), cwd=REPO)
     assert done.stderr.count("was made with filters") == 2
+
+
+def test_the_html_report_says_its_filters() -> None:
+    page = invoke(
+        "analyze", str(SAMPLE), "--site", str(SITE), "--host", "10.10.0.12",
+        "--format", "html", "--fail-on", "never",
+    ).output  # fmt: skip
+    assert "<dt>filters</dt><dd>filters: --host 10.10.0.12: 11 of 46 flows" in page
+    whole = invoke("analyze", str(SAMPLE), "--format", "html", "--fail-on", "never").output
+    assert "<dt>filters</dt>" not in whole

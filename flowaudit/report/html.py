@@ -30,7 +30,7 @@ from flowaudit.matrix import ROLES
 from flowaudit.report import ReportOptions
 from flowaudit.report.conversations import account_name, identities_by_host
 from flowaudit.report.flowtable import capture_dicts, endpoint
-from flowaudit.report.terminal import clean
+from flowaudit.report.terminal import clean, filters_line
 from flowaudit.signatures import load_signatures
 
 TEMPLATE = "report.html.j2"
@@ -236,6 +236,7 @@ def report_context(result: AuditResult) -> dict[str, Any]:
         "generated_at": result.generated_at,
         "run_id": result.run_id,
         "command": shlex.join(result.command) if result.command else "",
+        "filters": filters_line(result.filters) if result.filters else None,
         "site": {
             "name": site.name,
             "security": site.security,
