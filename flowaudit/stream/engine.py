@@ -232,16 +232,13 @@ class StreamEngine:
         sent = conversation.sides[side]
         if sent.next is None:
             sent.next = sent.start = _first_sequence(flows[row], side, seq)
-        delta = (seq - sent.next) % _MOD
-        if delta >= _HALF:
-            delta -= _MOD
+        delta = _offset(seq, sent.next)
         if delta > 0:
             self._hold(conversation, side, seq, length, data, at)
             return
         if delta < 0:
             if delta + length <= 0:
-                before = (seq + length - sent.start) % _MOD
-                if before == 0 or before >= _HALF:
+                if _offset(seq + length, sent.start) <= 0:
                     # bytes before the first segment read (no SYN seen, reordered at the
                     # start of the capture): not a retransmission, and not readable any more
                     _count(sent, "before_start_bytes", length)
@@ -338,8 +335,7 @@ class StreamEngine:
             base = sent.next
             ready = None
             for seq in sent.held:
-                delta = (seq - base) % _MOD
-                if delta >= _HALF or delta == 0:
+                if _offset(seq, base) <= 0:
                     ready = seq
                     break
             if ready is None:
@@ -349,7 +345,7 @@ class StreamEngine:
             self._held_total -= len(captured)
             if not sent.held:
                 self._holders.pop((conversation.row, side), None)
-            delta = (ready - base) % _MOD - (_MOD if (ready - base) % _MOD >= _HALF else 0)
+            delta = _offset(ready, base)
             if delta + length <= 0:
                 _count(sent, "retransmitted_bytes", length)
                 continue
@@ -381,6 +377,13 @@ class StreamEngine:
             for row in np.flatnonzero(self._state[: len(flows)] == _REFUSED).tolist():
                 out[row] = {"truncated": [why]}
         return out
+
+
+def _offset(seq: int, base: int) -> int:
+    """How far ``seq`` lies after ``base`` in TCP's sequence space (RFC 9293 3.4: modulo
+    2**32; negative when before, within half the space)."""
+    delta = (seq - base) % _MOD
+    return delta - _MOD if delta >= _HALF else delta
 
 
 def _first_sequence(flow: Any, side: int, seq: int) -> int:
