@@ -54,7 +54,7 @@ def operation_rows(result: AuditResult) -> Iterator[dict[str, Any]]:
             continue
         part = _flow_part(flow)
         for entry in operations:
-            yield {**part, **{name: entry.get(name) for name in OPERATION_FIELDS[6:]}}
+            yield {**part, **{name: entry.get(name) for name in OPERATION_FIELDS[len(FLOW_KEYS) :]}}
 
 
 def identity_rows(result: AuditResult) -> Iterator[dict[str, Any]]:
@@ -67,7 +67,7 @@ def identity_rows(result: AuditResult) -> Iterator[dict[str, Any]]:
         part = _flow_part(flow)
         for entry in identities:
             row = dict(part)
-            for name in IDENTITY_FIELDS[6:]:
+            for name in IDENTITY_FIELDS[len(FLOW_KEYS) :]:
                 key = "service" if name == "service_principal" else name
                 row[name] = entry.get(key)
             yield row

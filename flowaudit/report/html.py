@@ -68,7 +68,8 @@ FACT_SUMMARY_FIELDS = {
 }
 FIELDS_OF_OTHER_PROTOCOLS = 4
 # Facts of a whole conversation: shown as their own lists, not among the protocol facts.
-CONVERSATION_FACTS = ("operations", "identities", "conversation", "truncated")
+CONVERSATION_LISTS = ("operations", "identities")  # shown as tables of their own
+CONVERSATION_FACTS = (*CONVERSATION_LISTS, "conversation", "truncated")
 # Operations listed under a flow in the flow table (the JSON report holds every one kept).
 OPERATIONS_PER_FLOW = 50
 
@@ -483,7 +484,7 @@ def flattened_facts(facts: Mapping[str, Any], prefix: str = "") -> list[tuple[st
     """Every fact of a flow as (dotted name, text), for a finding's evidence."""
     out: list[tuple[str, str]] = []
     for name, value in facts.items():
-        if not prefix and name in ("operations", "identities"):
+        if not prefix and name in CONVERSATION_LISTS:
             continue  # listed under the flow in the flow table, and per host
         if isinstance(value, Mapping):
             out.extend(flattened_facts(value, f"{prefix}{name}."))

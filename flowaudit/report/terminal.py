@@ -15,7 +15,11 @@ from typing import IO, Any
 
 from flowaudit.audit import UNEXPECTED, UNKNOWN_VERDICT, AuditResult, Finding, port_key
 from flowaudit.report import ReportOptions
-from flowaudit.report.conversations import identities_by_host, operation_rows
+from flowaudit.report.conversations import (
+    OPERATION_FIELDS,
+    identities_by_host,
+    operation_rows,
+)
 from flowaudit.report.flowtable import endpoint
 
 # Unicode categories never sent to a terminal as they are: controls (C0/C1), format
@@ -339,20 +343,11 @@ def _print_identities(console: Any, result: AuditResult) -> None:
 
 
 def _print_operations(console: Any, result: AuditResult) -> None:
+    # the operation's own fields but its time, after its flow's id
+    names = ("flow_id", *OPERATION_FIELDS[OPERATION_FIELDS.index("frame") :])
     headers = ("flow", "frame", "dir", "protocol", "operation", "target", "status")
     rows = [
-        [
-            clean("" if row[name] is None else row[name])
-            for name in (
-                "flow_id",
-                "frame",
-                "direction",
-                "protocol",
-                "operation",
-                "target",
-                "status",
-            )
-        ]
+        [clean("" if row[name] is None else row[name]) for name in names]
         for row in operation_rows(result)
     ]
     console.file.write("operations\n")
