@@ -8,16 +8,20 @@ end (``flows.py``) from what the flow saw.
 
 When a resource runs out (flow rows, hash table, payload slots) the kernel stops with a status
 and the index to resume from; Python grows the arrays and calls it again.
+
+``update_flows`` and ``rebuild_table`` run in C (``flowaudit/_kernels.c``); the ``_py``
+functions here are their specification, line for line, and the fallback (``kernels.py``).
+They compute in Python ints, masking to the C widths where C wraps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import numba as nb
 import numpy as np
 
-from flowaudit.capture._bytes import NJIT
+from flowaudit.capture import kernels
 from flowaudit.capture.batch import (
     FRAG_FIRST,
     FRAG_LATER,
@@ -63,7 +67,8 @@ FLOW_DTYPE = np.dtype(
         ("pay_slot_ba", np.int32),
         ("pay_len_ab", np.int32),
         ("pay_len_ba", np.int32),
-    ]
+    ],
+    align=True,  # the layout of the C struct Flow (flowaudit/_kernels.c), checked at import
 )
 
 # Bits of the ``tcp`` field.
@@ -93,61 +98,61 @@ NEED_SLOTS = 3
 FRAG_CACHE = 1 << 16
 
 
-@nb.njit(inline="always", **NJIT)
-def _mix(value: np.uint64) -> np.uint64:
+M64 = 0xFFFFFFFFFFFFFFFF
+M32 = 0xFFFFFFFF
+
+
+def _mix(value: int) -> int:
     # splitmix64 finaliser
-    value ^= value >> np.uint64(30)
-    value *= np.uint64(0xBF58476D1CE4E5B9)
-    value ^= value >> np.uint64(27)
-    value *= np.uint64(0x94D049BB133111EB)
-    value ^= value >> np.uint64(31)
+    value ^= value >> 30
+    value = (value * 0xBF58476D1CE4E5B9) & M64
+    value ^= value >> 27
+    value = (value * 0x94D049BB133111EB) & M64
+    value ^= value >> 31
     return value
 
 
-@nb.njit(inline="always", **NJIT)
 def _pair_hash(
-    s_hi: np.uint64,
-    s_lo: np.uint64,
-    d_hi: np.uint64,
-    d_lo: np.uint64,
-    s_port: int,
-    d_port: int,
-    proto: int,
-) -> np.uint64:
+    s_hi: int, s_lo: int, d_hi: int, d_lo: int, s_port: int, d_port: int, proto: int
+) -> int:
     # Symmetric in the two ends, so both directions of a flow land on the same chain.
-    ports = np.uint64((s_port ^ d_port) | ((s_port + d_port) << 17))
-    return _mix((s_lo ^ d_lo) ^ _mix(s_hi ^ d_hi) ^ (ports << np.uint64(24)) ^ np.uint64(proto))
+    ports = (s_port ^ d_port) | ((s_port + d_port) << 17)
+    return _mix((s_lo ^ d_lo) ^ _mix(s_hi ^ d_hi) ^ ((ports << 24) & M64) ^ proto)
 
 
-@nb.njit(**NJIT)
-def rebuild_table(flows: Any, n_flows: int, table: Any) -> None:
+def _frag_slot(s_hi: int, s_lo: int, d_hi: int, d_lo: int, key: int) -> int:
+    return _mix(s_lo ^ ((d_lo << 1) & M64) ^ _mix(s_hi ^ d_hi) ^ key) & (FRAG_CACHE - 1)
+
+
+def _key(f: Any) -> tuple[int, ...]:
+    return (
+        int(f["proto"]),
+        int(f["a_port"]),
+        int(f["b_port"]),
+        int(f["a_lo"]),
+        int(f["b_lo"]),
+        int(f["a_hi"]),
+        int(f["b_hi"]),
+    )
+
+
+def rebuild_table_py(flows: Any, n_flows: int, table: Any) -> None:
     """Re-insert every flow into an empty (all -1) table; later rows replace earlier ones."""
     mask = table.shape[0] - 1
     for row in range(n_flows):
         f = flows[row]
-        slot = _pair_hash(f.a_hi, f.a_lo, f.b_hi, f.b_lo, f.a_port, f.b_port, f.proto) & mask
+        key = _key(f)
+        proto, a_port, b_port, a_lo, b_lo, a_hi, b_hi = key
+        slot = _pair_hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto) & mask
         while True:
-            other = table[slot]
-            if other < 0:
-                table[slot] = row
-                break
-            g = flows[other]
-            if (
-                g.proto == f.proto
-                and g.a_port == f.a_port
-                and g.b_port == f.b_port
-                and g.a_lo == f.a_lo
-                and g.b_lo == f.b_lo
-                and g.a_hi == f.a_hi
-                and g.b_hi == f.b_hi
-            ):
+            other = int(table[slot])
+            if other < 0 or _key(flows[other]) == key:
                 table[slot] = row
                 break
             slot = (slot + 1) & mask
 
 
-@nb.njit(**NJIT)
-def update_flows(
+def update_flows_py(
     start: int,
     count: int,
     file_index: int,
@@ -190,6 +195,7 @@ def update_flows(
     """
     mask = table.shape[0] - 1
     max_payload = arena.shape[1]
+    buflen = buf.shape[0]
     for i in range(start, count):
         pkt_row[i] = -1
         if l3[i] == L3_NONE:
@@ -198,87 +204,63 @@ def update_flows(
             # Room for the one payload slot this packet may need, before anything is counted:
             # the caller grows the arena and resumes at this same packet.
             return i, n_flows, n_slots, NEED_SLOTS
-        s_hi = src_hi[i]
-        s_lo = src_lo[i]
-        d_hi = dst_hi[i]
-        d_lo = dst_lo[i]
-        p = proto[i]
-        ts = ts_ns[i]
-        length = wire_len[i]
+        s_hi, s_lo = int(src_hi[i]), int(src_lo[i])
+        d_hi, d_lo = int(dst_hi[i]), int(dst_lo[i])
+        p = int(proto[i])
+        ts = int(ts_ns[i])
+        length = int(wire_len[i])
 
         if frag[i] == FRAG_LATER:
             # A later fragment has no ports: it belongs to the flow of its first fragment.
-            fslot = _mix(
-                s_lo
-                ^ (d_lo << np.uint64(1))
-                ^ _mix(s_hi ^ d_hi)
-                ^ np.uint64(frag_id[i] | (np.uint64(p) << np.uint64(32)))
-            ) & np.uint64(FRAG_CACHE - 1)
-            row = frag_rows[fslot]
-            if (
-                row >= 0
-                and frag_keys[fslot, 0] == s_hi
-                and frag_keys[fslot, 1] == s_lo
-                and frag_keys[fslot, 2] == d_hi
-                and frag_keys[fslot, 3] == d_lo
-                and frag_keys[fslot, 4] == np.uint64(frag_id[i] | (np.uint64(p) << np.uint64(32)))
+            key = int(frag_id[i]) | (p << 32)
+            fslot = _frag_slot(s_hi, s_lo, d_hi, d_lo, key)
+            row = int(frag_rows[fslot])
+            if 0 <= row < n_flows and tuple(int(k) for k in frag_keys[fslot]) == (
+                s_hi,
+                s_lo,
+                d_hi,
+                d_lo,
+                key,
             ):
                 f = flows[row]
-                if f.a_lo == s_lo and f.a_hi == s_hi:
-                    f.pkts_ab += 1
-                    f.bytes_ab += length
+                if f["a_lo"] == s_lo and f["a_hi"] == s_hi:
+                    f["pkts_ab"] += 1
+                    f["bytes_ab"] += length
                 else:
-                    f.pkts_ba += 1
-                    f.bytes_ba += length
-                if ts > f.last_ts:
-                    f.last_ts = ts
-                f.last_file = file_index
-                f.last_frame = frame[i]
+                    f["pkts_ba"] += 1
+                    f["bytes_ba"] += length
+                if ts > f["last_ts"]:
+                    f["last_ts"] = ts
+                f["last_file"] = file_index
+                f["last_frame"] = frame[i]
             else:
                 orphans[0] += 1
             continue
 
-        s_port = np.int64(sport[i])
-        d_port = np.int64(dport[i])
-        flags = tcp_flags[i]
-        seq = tcp_seq[i]
+        s_port = int(sport[i])
+        d_port = int(dport[i])
+        flags = int(tcp_flags[i])
+        seq = int(tcp_seq[i])
 
         # ---- find the flow of this 5-tuple (either direction)
         slot = _pair_hash(s_hi, s_lo, d_hi, d_lo, s_port, d_port, p) & mask
         row = -1
         forward = True
         while True:
-            other = table[slot]
+            other = int(table[slot])
             if other < 0:
                 break
-            g = flows[other]
-            if g.proto == p:
-                if (
-                    g.a_port == s_port
-                    and g.b_port == d_port
-                    and g.a_lo == s_lo
-                    and g.b_lo == d_lo
-                    and g.a_hi == s_hi
-                    and g.b_hi == d_hi
-                ):
-                    row = other
-                    forward = True
-                    break
-                if (
-                    g.a_port == d_port
-                    and g.b_port == s_port
-                    and g.a_lo == d_lo
-                    and g.b_lo == s_lo
-                    and g.a_hi == d_hi
-                    and g.b_hi == s_hi
-                ):
-                    row = other
-                    forward = False
-                    break
+            g_key = _key(flows[other])
+            if g_key == (p, s_port, d_port, s_lo, d_lo, s_hi, d_hi):
+                row, forward = other, True
+                break
+            if g_key == (p, d_port, s_port, d_lo, s_lo, d_hi, s_hi):
+                row, forward = other, False
+                break
             slot = (slot + 1) & mask
 
         # ---- does this packet start a new flow on a known 5-tuple?
-        new_flow: Any = row < 0
+        new_flow = row < 0
         if not new_flow:
             f = flows[row]
             if p == IPPROTO_TCP:
@@ -287,12 +269,12 @@ def update_flows(
                 # epan/dissectors/packet-tcp.c); after FIN/RST that is a new flow too.
                 if (flags & (TCP_SYN | TCP_ACK)) == TCP_SYN:
                     if forward:
-                        known, base = (f.tcp & BASE_A) != 0, f.base_seq_ab
+                        known, base = (f["tcp"] & BASE_A) != 0, int(f["base_seq_ab"])
                     else:
-                        known, base = (f.tcp & BASE_B) != 0, f.base_seq_ba
+                        known, base = (f["tcp"] & BASE_B) != 0, int(f["base_seq_ba"])
                     if known and base != seq:
                         new_flow = True
-            elif idle_ns > 0 and ts - f.last_ts > idle_ns:
+            elif idle_ns > 0 and ts - int(f["last_ts"]) > idle_ns:
                 new_flow = True  # idle timeout (see FlowConfig.idle_timeout)
 
         if new_flow:
@@ -305,157 +287,146 @@ def update_flows(
             table[slot] = row  # a new row for a reused 5-tuple replaces the old one here
             forward = True
             f = flows[row]
-            f.a_hi = s_hi
-            f.a_lo = s_lo
-            f.b_hi = d_hi
-            f.b_lo = d_lo
-            f.a_port = s_port
-            f.b_port = d_port
-            f.proto = p
-            f.l3 = l3[i]
+            f["a_hi"], f["a_lo"], f["b_hi"], f["b_lo"] = s_hi, s_lo, d_hi, d_lo
+            f["a_port"], f["b_port"], f["proto"], f["l3"] = s_port, d_port, p, l3[i]
             if l2_multicast[i]:
-                f.b_group = True
-            elif d_hi == 0 and (d_lo >> np.uint64(32)) == np.uint64(0xFFFF):
-                f.b_group = (d_lo & np.uint64(0xFFFFFFFF)) >= np.uint64(0xE0000000)
+                f["b_group"] = True
+            elif d_hi == 0 and (d_lo >> 32) == 0xFFFF:
+                f["b_group"] = (d_lo & M32) >= 0xE0000000
             else:
-                f.b_group = (d_hi >> np.uint64(56)) == np.uint64(0xFF)
-            f.first_ts = ts
-            f.last_ts = ts
-            f.first_file = file_index
-            f.first_frame = frame[i]
-            f.pkts_ab = 0
-            f.pkts_ba = 0
-            f.bytes_ab = 0
-            f.bytes_ba = 0
-            f.flags_ab = 0
-            f.flags_ba = 0
-            f.tcp = 0
-            f.pay_state_ab = PAY_NONE
-            f.pay_state_ba = PAY_NONE
-            f.pay_slot_ab = -1
-            f.pay_slot_ba = -1
-            f.pay_len_ab = 0
-            f.pay_len_ba = 0
+                f["b_group"] = (d_hi >> 56) == 0xFF
+            f["first_ts"] = f["last_ts"] = ts
+            f["first_file"] = file_index
+            f["first_frame"] = frame[i]
+            for name in ("pkts_ab", "pkts_ba", "bytes_ab", "bytes_ba", "flags_ab", "flags_ba"):
+                f[name] = 0
+            f["tcp"] = 0
+            f["pay_state_ab"] = f["pay_state_ba"] = PAY_NONE
+            f["pay_slot_ab"] = f["pay_slot_ba"] = -1
+            f["pay_len_ab"] = f["pay_len_ba"] = 0
         else:
             f = flows[row]
 
         pkt_row[i] = row
         pkt_fwd[i] = forward
+        ab = "ab" if forward else "ba"
         # ---- counters
-        if forward:
-            f.pkts_ab += 1
-            f.bytes_ab += length
-            f.flags_ab |= flags
-        else:
-            f.pkts_ba += 1
-            f.bytes_ba += length
-            f.flags_ba |= flags
-        if ts < f.first_ts:
-            f.first_ts = ts
-        if ts > f.last_ts:
-            f.last_ts = ts
-        f.last_file = file_index
-        f.last_frame = frame[i]
+        f["pkts_" + ab] += 1
+        f["bytes_" + ab] += length
+        f["flags_" + ab] |= flags
+        if ts < f["first_ts"]:
+            f["first_ts"] = ts
+        if ts > f["last_ts"]:
+            f["last_ts"] = ts
+        f["last_file"] = file_index
+        f["last_frame"] = frame[i]
 
         # ---- TCP state seen
         if p == IPPROTO_TCP:
-            if forward and (f.tcp & BASE_A) == 0:
-                f.tcp |= BASE_A
-                f.base_seq_ab = seq
-            elif not forward and (f.tcp & BASE_B) == 0:
-                f.tcp |= BASE_B
-                f.base_seq_ba = seq
+            tcp = int(f["tcp"])
+            if forward and (tcp & BASE_A) == 0:
+                tcp |= BASE_A
+                f["base_seq_ab"] = seq
+            elif not forward and (tcp & BASE_B) == 0:
+                tcp |= BASE_B
+                f["base_seq_ba"] = seq
             syn_ack = flags & (TCP_SYN | TCP_ACK)
             if syn_ack == TCP_SYN:
-                f.tcp |= SYN_A if forward else SYN_B
+                tcp |= SYN_A if forward else SYN_B
             elif syn_ack == TCP_SYN | TCP_ACK:
-                f.tcp |= SYNACK_A if forward else SYNACK_B
+                tcp |= SYNACK_A if forward else SYNACK_B
             elif flags & TCP_ACK:
                 # the SYN sender acknowledges after the other side's SYN+ACK
-                if (forward and (f.tcp & SYN_A) and (f.tcp & SYNACK_B)) or (
-                    (not forward) and (f.tcp & SYN_B) and (f.tcp & SYNACK_A)
+                if (forward and (tcp & SYN_A) and (tcp & SYNACK_B)) or (
+                    (not forward) and (tcp & SYN_B) and (tcp & SYNACK_A)
                 ):
-                    f.tcp |= HANDSHAKE
+                    tcp |= HANDSHAKE
             if flags & TCP_FIN:
-                f.tcp |= FIN_A if forward else FIN_B
+                tcp |= FIN_A if forward else FIN_B
             if flags & TCP_RST:
-                f.tcp |= RST_SEEN
+                tcp |= RST_SEEN
+            f["tcp"] = tcp
 
         # ---- first payload bytes of each direction
         if max_payload > 0:
-            state = f.pay_state_ab if forward else f.pay_state_ba
-            claimed = np.int64(payload_len[i])
-            captured = np.int64(payload_cap[i])
+            state = int(f["pay_state_" + ab])
+            claimed = int(payload_len[i])
+            captured = int(payload_cap[i])
             if state != PAY_DONE:
-                accept: Any = False
-                skip = np.int64(0)  # leading bytes of this segment already kept
+                accept = False
+                skip = 0  # leading bytes of this segment already kept
                 if p == IPPROTO_TCP:
                     syn = 1 if (flags & TCP_SYN) else 0
-                    following = np.uint32(np.uint32(seq) + np.uint32(claimed + syn))
+                    following = (seq + claimed + syn) & M32
                     if state == PAY_NONE:
                         accept = claimed > 0
                         state = PAY_OPEN
                         advance = True
                     else:
-                        expected = f.next_seq_ab if forward else f.next_seq_ba
-                        gap = np.int32(np.uint32(seq) - np.uint32(expected))
+                        gap = (seq - int(f["next_seq_" + ab])) & M32
+                        gap = gap - (1 << 32) if gap >= 1 << 31 else gap  # as int32
                         accept = gap == 0 and claimed > 0
                         advance = gap == 0
-                        if gap < 0 and -np.int64(gap) < claimed:
+                        if gap < 0 and -gap < claimed:
                             # a retransmission that also carries new bytes (coalesced
                             # segments): keep what follows the bytes already kept
-                            skip = -np.int64(gap)
+                            skip = -gap
                             accept = advance = True
                         elif gap > 0:
                             state = PAY_DONE  # bytes before this segment were not captured
                         # else: a retransmission or keep-alive, already covered
                     if advance:
-                        if forward:
-                            f.next_seq_ab = following
-                        else:
-                            f.next_seq_ba = following
-                else:
+                        f["next_seq_" + ab] = following
+                elif state == PAY_NONE and claimed > 0:
                     # UDP and others keep their first datagram with a payload, whole.
-                    if state == PAY_NONE and claimed > 0:
-                        accept = True
+                    accept = True
                 if accept and captured <= skip:
                     state = PAY_DONE  # the capture cut this segment off: the prefix ends
                 elif accept:
-                    slot_id = f.pay_slot_ab if forward else f.pay_slot_ba
+                    slot_id = int(f["pay_slot_" + ab])
                     if slot_id < 0:
                         slot_id = n_slots
                         n_slots += 1
-                        if forward:
-                            f.pay_slot_ab = slot_id
-                        else:
-                            f.pay_slot_ba = slot_id
-                    have = f.pay_len_ab if forward else f.pay_len_ba
+                        f["pay_slot_" + ab] = slot_id
+                    have = int(f["pay_len_" + ab])
                     take = min(captured - skip, max_payload - have)
-                    base = payload_off[i] + skip
+                    base = int(payload_off[i]) + skip
+                    if base < 0 or base > buflen:
+                        take = 0
+                    take = max(0, min(take, buflen - base))
                     arena[slot_id, have : have + take] = buf[base : base + take]
                     have += take
-                    if forward:
-                        f.pay_len_ab = have
-                    else:
-                        f.pay_len_ba = have
+                    f["pay_len_" + ab] = have
                     if have >= max_payload or captured < claimed:
                         state = PAY_DONE  # full, or the capture cut the segment short
                     elif p != IPPROTO_TCP:
                         state = PAY_DONE
-                if forward:
-                    f.pay_state_ab = state
-                else:
-                    f.pay_state_ba = state
+                f["pay_state_" + ab] = state
 
         if frag[i] == FRAG_FIRST:
-            key = np.uint64(frag_id[i] | (np.uint64(p) << np.uint64(32)))
-            fslot = _mix(s_lo ^ (d_lo << np.uint64(1)) ^ _mix(s_hi ^ d_hi) ^ key) & np.uint64(
-                FRAG_CACHE - 1
-            )
-            frag_keys[fslot, 0] = s_hi
-            frag_keys[fslot, 1] = s_lo
-            frag_keys[fslot, 2] = d_hi
-            frag_keys[fslot, 3] = d_lo
-            frag_keys[fslot, 4] = key
+            key = int(frag_id[i]) | (p << 32)
+            fslot = _frag_slot(s_hi, s_lo, d_hi, d_lo, key)
+            frag_keys[fslot] = (s_hi, s_lo, d_hi, d_lo, key)
             frag_rows[fslot] = row
     return count, n_flows, n_slots, DONE
+
+
+rebuild_table: Callable[..., None] = rebuild_table_py
+update_flows: Callable[..., tuple[int, int, int, int]] = update_flows_py
+
+
+def _layout_matches(module: Any) -> bool:
+    layout = module.flow_layout()
+    if layout.pop("itemsize") != FLOW_DTYPE.itemsize:
+        return False
+    fields: dict[str, Any] = dict(FLOW_DTYPE.fields or {})
+    return set(layout) == set(fields) and all(fields[n][1] == at for n, at in layout.items())
+
+
+if kernels.compiled is not None:
+    if not _layout_matches(kernels.compiled):
+        raise ImportError(
+            "flowaudit._kernels was built for another FLOW_DTYPE: reinstall flowaudit"
+        )
+    rebuild_table = kernels.compiled.rebuild_table
+    update_flows = kernels.compiled.update_flows

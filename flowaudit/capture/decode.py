@@ -1,20 +1,22 @@
 """Compiled packet decoder: link layer, IPv4/IPv6 and TCP/UDP headers into batch columns.
 
 One pass over the records a walker found, writing the ``PacketBatch`` columns in place. No
-per-packet Python object is made. Header layouts: IEEE 802.3 / 802.1Q (VLAN, QinQ), Linux
-cooked capture v1 and v2 (tcpdump.org linktypes LINUX_SLL, LINUX_SLL2), BSD loopback
+per-packet Python object is made. ``decode_records`` runs in C (``flowaudit/_kernels.c``);
+``decode_records_py`` here is its specification and fallback (``kernels.py``).
+
+Header layouts: IEEE 802.3 / 802.1Q (VLAN, QinQ), Linux cooked capture v1 and v2 (tcpdump.org
+linktypes LINUX_SLL, LINUX_SLL2), BSD loopback
 (LINKTYPE_NULL, LINKTYPE_LOOP), raw IP; RFC 791 (IPv4), RFC 8200 (IPv6 and its extension
 headers), RFC 9293 (TCP), RFC 768 (UDP).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import numba as nb
-import numpy as np
-
-from flowaudit.capture._bytes import NJIT, be16, be32, be64, le32
+from flowaudit.capture import kernels
+from flowaudit.capture._bytes import be16, be32, be64, le32
 from flowaudit.capture.batch import (
     FRAG_FIRST,
     FRAG_LATER,
@@ -55,7 +57,7 @@ ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 # 802.1Q, 802.1ad (QinQ service tag), and the pre-standard QinQ TPIDs still seen in captures.
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100, 0x9200)
-IPV4_MAPPED = np.uint64(0x0000FFFF00000000)
+IPV4_MAPPED = 0x0000FFFF00000000
 
 # IPv6 extension headers walked over to reach the transport (RFC 8200 section 4, RFC 6564).
 IPV6_HOP_BY_HOP = 0
@@ -68,14 +70,12 @@ IPV6_HIP = 139
 IPV6_SHIM6 = 140
 
 
-@nb.njit(inline="always", **NJIT)
 def _is_vlan(ethertype: int) -> bool:
     return (
         ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100 or (ethertype == 0x9200)
     )
 
 
-@nb.njit(inline="always", **NJIT)
 def _bsd_family_to_ethertype(family: int) -> int:
     # AF_INET is 2 everywhere; AF_INET6 is 10 (Linux), 24 (NetBSD/OpenBSD), 28 (FreeBSD),
     # 30 (macOS) -- Wireshark's packet-null.c accepts all of them.
@@ -86,8 +86,7 @@ def _bsd_family_to_ethertype(family: int) -> int:
     return -1
 
 
-@nb.njit(**NJIT)
-def decode_records(
+def decode_records_py(
     buf: Any,
     count: int,
     rec_offset: Any,
@@ -113,10 +112,11 @@ def decode_records(
 ) -> None:
     """Decode ``count`` records into the columns (a link type not decoded leaves L3_NONE)."""
     for i in range(count):
-        start = rec_offset[i]
-        end = min(start + rec_caplen[i], buf.shape[0])  # never past the buffer, whatever a
+        start = int(rec_offset[i])
+        end = min(start + int(rec_caplen[i]), buf.shape[0])  # never past the buffer, whatever a
         # damaged record claims
-        linktype = if_linktype[rec_if[i]]
+        interface = int(rec_if[i])
+        linktype = int(if_linktype[interface]) if 0 <= interface < if_linktype.shape[0] else -1
         l3[i] = L3_NONE
         proto[i] = 0
         src_hi[i] = 0
@@ -133,6 +133,8 @@ def decode_records(
         l2_multicast[i] = False
         frag[i] = FRAG_NONE
         frag_id[i] = 0
+        if start < 0 or start > end:
+            continue
 
         # ---- link layer -> ethertype (or IP version) and position of the network header
         pos = start
@@ -140,7 +142,7 @@ def decode_records(
         if linktype == LINKTYPE_ETHERNET:
             if end - pos < 14:
                 continue
-            l2_multicast[i] = (buf[pos] & 1) == 1  # I/G bit of the destination address
+            l2_multicast[i] = (int(buf[pos]) & 1) == 1  # I/G bit of the destination address
             ethertype = be16(buf, pos + 12)
             pos += 14
         elif linktype == LINKTYPE_LINUX_SLL:
@@ -154,7 +156,7 @@ def decode_records(
             if end - pos < 20:
                 continue
             ethertype = be16(buf, pos)
-            packet_type = buf[pos + 10]
+            packet_type = int(buf[pos + 10])
             l2_multicast[i] = packet_type == 1 or packet_type == 2
             pos += 20
         elif linktype == LINKTYPE_NULL:
@@ -179,7 +181,7 @@ def decode_records(
         ):
             if end - pos < 1:
                 continue
-            version = buf[pos] >> 4
+            version = int(buf[pos]) >> 4
             if version == 4:
                 ethertype = ETHERTYPE_IPV4
             elif version == 6:
@@ -192,7 +194,7 @@ def decode_records(
             ethertype = be16(buf, pos + 2)
             pos += 4
         if 0 <= ethertype < 0x0600 and end - pos >= 8:
-            if buf[pos] == 0xAA and buf[pos + 1] == 0xAA and buf[pos + 2] == 0x03:
+            if int(buf[pos]) == 0xAA and int(buf[pos + 1]) == 0xAA and int(buf[pos + 2]) == 0x03:
                 ethertype = be16(buf, pos + 6)
                 pos += 8
 
@@ -201,19 +203,19 @@ def decode_records(
         l4 = 0
         l4_end = 0  # end of the transport segment as the IP header says it
         if ethertype == ETHERTYPE_IPV4:
-            if end - pos < 20 or (buf[pos] >> 4) != 4:
+            if end - pos < 20 or (int(buf[pos]) >> 4) != 4:
                 continue
-            header_len = (buf[pos] & 0x0F) * 4
+            header_len = (int(buf[pos]) & 0x0F) * 4
             if header_len < 20 or end - pos < header_len:
                 continue
             total_len = be16(buf, pos + 2)
             if total_len < header_len:  # 0 under TCP segmentation offload: trust the capture
                 total_len = end - pos
             l3[i] = L3_IPV4
-            transport = buf[pos + 9]
+            transport = int(buf[pos + 9])
             proto[i] = transport
-            src_lo[i] = IPV4_MAPPED | np.uint64(be32(buf, pos + 12))
-            dst_lo[i] = IPV4_MAPPED | np.uint64(be32(buf, pos + 16))
+            src_lo[i] = IPV4_MAPPED | be32(buf, pos + 12)
+            dst_lo[i] = IPV4_MAPPED | be32(buf, pos + 16)
             flags_offset = be16(buf, pos + 6)
             fragment_offset = flags_offset & 0x1FFF
             more_fragments = (flags_offset & 0x2000) != 0
@@ -223,7 +225,7 @@ def decode_records(
             l4 = pos + header_len
             l4_end = pos + total_len
         elif ethertype == ETHERTYPE_IPV6:
-            if end - pos < 40 or (buf[pos] >> 4) != 6:
+            if end - pos < 40 or (int(buf[pos]) >> 4) != 6:
                 continue
             l3[i] = L3_IPV6
             src_hi[i] = be64(buf, pos + 8)
@@ -232,7 +234,7 @@ def decode_records(
             dst_lo[i] = be64(buf, pos + 32)
             payload_length = be16(buf, pos + 4)
             l4_end = pos + 40 + payload_length if payload_length else end  # 0: jumbogram
-            next_header = buf[pos + 6]
+            next_header = int(buf[pos + 6])
             l4 = pos + 40
             while True:
                 if (
@@ -245,19 +247,19 @@ def decode_records(
                 ):
                     if end - l4 < 2:
                         break
-                    following = buf[l4]
-                    l4 += (np.int64(buf[l4 + 1]) + 1) * 8
+                    following = int(buf[l4])
+                    l4 += (int(buf[l4 + 1]) + 1) * 8
                     next_header = following
                 elif next_header == IPV6_AH:
                     if end - l4 < 2:
                         break
-                    following = buf[l4]
-                    l4 += (np.int64(buf[l4 + 1]) + 2) * 4  # RFC 4302 section 2.2
+                    following = int(buf[l4])
+                    l4 += (int(buf[l4 + 1]) + 2) * 4  # RFC 4302 section 2.2
                     next_header = following
                 elif next_header == IPV6_FRAGMENT:
                     if end - l4 < 8:
                         break
-                    following = buf[l4]
+                    following = int(buf[l4])
                     offset_flags = be16(buf, l4 + 2)
                     frag_id[i] = be32(buf, l4 + 4)
                     frag[i] = FRAG_LATER if (offset_flags >> 3) != 0 else FRAG_FIRST
@@ -285,8 +287,8 @@ def decode_records(
             if cap_end - l4 < 14:
                 continue
             tcp_seq[i] = be32(buf, l4 + 4)
-            tcp_flags[i] = buf[l4 + 13]
-            header_len = (buf[l4 + 12] >> 4) * 4
+            tcp_flags[i] = int(buf[l4 + 13])
+            header_len = (int(buf[l4 + 12]) >> 4) * 4
             data = l4 + header_len
             if header_len < 20 or data > l4_end:
                 continue  # a bogus data offset: ports and flags, no payload
@@ -309,3 +311,8 @@ def decode_records(
             payload_off[i] = data
             payload_len[i] = l4_end - data
             payload_cap[i] = max(0, cap_end - data)
+
+
+decode_records: Callable[..., None] = decode_records_py
+if kernels.compiled is not None:
+    decode_records = kernels.compiled.decode_records

@@ -26,6 +26,7 @@ from flowaudit.capture.source import CHUNK_BYTES, PCAP_MAGICS, CaptureSource, op
 from flowaudit.capture.walk import (
     BAD_RECORD,
     FULL,
+    MAX_BLOCK,
     MAX_RECORD,
     PCAPNG_IDB,
     PCAPNG_SHB,
@@ -128,6 +129,11 @@ class CaptureReader:
         self._linktype_packets: dict[int, int] = {}  # packets seen per link type
         self.info = CaptureInfo(path=str(path))
         self._sections = 0  # pcapng section headers read
+        # pcapng: packets whose time int64 nanoseconds cannot hold, blocks whose trailing
+        # length differs from the leading one (walk.walk_pcapng_py), header blocks ditto.
+        self._pcapng_stats = np.zeros(2, dtype=np.int64)
+        self._trailer_mismatches = 0
+        self._want_buffer = 0  # a header block longer than the buffer asks for a bigger one
         self._stream_bytes = 0  # bytes of the (decompressed) file read so far
 
     # ------------------------------------------------------------------ public
@@ -239,6 +245,7 @@ class CaptureReader:
                     *if_arrays[:4],
                     last_ts,
                     *records.outputs(),
+                    self._pcapng_stats,
                 )
                 if count:
                     yield self._decode(buf, count, if_arrays[4])
@@ -249,17 +256,24 @@ class CaptureReader:
                     self._damaged(f"malformed pcapng block at byte {where} of the file")
                     return
                 if status == PYTHON_BLOCK:
-                    try:
-                        used = self._python_block(buf, pos, have, big_endian)
-                    except _BlockError as exc:
-                        where = self._stream_bytes - have + pos
-                        self._damaged(f"{exc} (at byte {where} of the file)")
-                        return
-                    if used is None:
-                        break  # block not complete in the buffer: refill
-                    big_endian, length = used
-                    pos += length
+                    # Header blocks in a row are parsed in one go and the interface arrays
+                    # made once after them: a file of 100,000 interfaces costs linear time.
+                    while True:
+                        try:
+                            used = self._python_block(buf, pos, have, big_endian)
+                        except _BlockError as exc:
+                            where = self._stream_bytes - have + pos
+                            self._damaged(f"{exc} (at byte {where} of the file)")
+                            return
+                        if used is None:
+                            break  # block not complete in the buffer: refill
+                        big_endian, length = used
+                        pos += length
+                        if not self._header_block_at(buf, pos, have, big_endian):
+                            break
                     if_arrays = self._interface_arrays()
+                    if used is None:
+                        break
                     continue
                 break  # NEED_MORE
             if pos > have:  # an unknown block runs on past the buffer: skip the rest of it
@@ -274,6 +288,7 @@ class CaptureReader:
                 return
             # A header block as long as half the buffer needs a bigger one to be read whole.
             size = len(buf) if leftover < len(buf) // 2 else max(len(buf), leftover) * 2
+            size = max(size, self._want_buffer)
             buf = self._carry(buf, pos, have, size)
             have = leftover
 
@@ -297,10 +312,18 @@ class CaptureReader:
         shortest = 28 if block_type == PCAPNG_SHB else 20  # sections 4.1 and 4.2
         if length < shortest or length % 4:
             raise _BlockError(f"pcapng header block with invalid length {length}")
-        if length > len(buf) - 4096:
-            raise _BlockError(f"pcapng header block of {length} bytes")
+        if length > MAX_BLOCK:
+            raise _BlockError(f"pcapng header block of {length} bytes (at most {MAX_BLOCK})")
         if have - pos < length:
+            # Long comments make header blocks of any size up to MAX_BLOCK: read on with a
+            # buffer that holds the whole block.
+            self._want_buffer = max(self._want_buffer, length + 4096)
             return None
+        if (
+            struct.unpack_from(order + "I", bytes(buf[pos + length - 4 : pos + length]))[0]
+            != length
+        ):
+            self._trailer_mismatches += 1
         block = bytes(buf[pos : pos + length])
         if block_type == PCAPNG_SHB:
             self._sections += 1
@@ -341,6 +364,13 @@ class CaptureReader:
                 interface.name = value.decode("utf-8", "replace")
             pos += 4 + length + (-length % 4)
         return interface
+
+    @staticmethod
+    def _header_block_at(buf: np.ndarray, pos: int, have: int, big_endian: bool) -> bool:
+        if have - pos < 4:
+            return False
+        block_type = struct.unpack_from(">I" if big_endian else "<I", bytes(buf[pos : pos + 4]))[0]
+        return bool(block_type in (PCAPNG_SHB, PCAPNG_IDB))
 
     def _interface_arrays(self) -> tuple[np.ndarray, ...]:
         interfaces = self._interfaces
@@ -450,7 +480,23 @@ class CaptureReader:
             f"({leftover} bytes left over); packets up to there are read"
         )
 
+    def _pcapng_warnings(self) -> None:
+        bad_times, trailers = (int(n) for n in self._pcapng_stats)
+        trailers += self._trailer_mismatches
+        if bad_times:
+            self._warn(
+                f"{bad_times} packets have a timestamp outside what nanoseconds since 1970 can "
+                "hold (years 1678-2262); each was given the time of the packet before it"
+            )
+        if trailers:
+            self._warn(
+                f"{trailers} pcapng blocks end with a length that differs from the one they "
+                "start with (tshark calls such a file corrupt); read by the leading length"
+            )
+
     def _finish(self, source: CaptureSource) -> None:
+        if source.kind != "pcap":
+            self._pcapng_warnings()
         if source.kind == "pcap":
             self.info.linktypes = [linktype_name(i.linktype) for i in self._interfaces]
         else:  # the link types that carried packets, of however many interfaces were declared
@@ -484,7 +530,7 @@ def read_ahead(
     """Run a reader's generator in a thread, one batch ahead of its consumer.
 
     The compiled walk and decode release the GIL, so reading and decoding the next chunk
-    overlaps with the consumer's work on this one (two cores, PERF_NOTES.md). An error in the
+    overlaps with the consumer's work on this one (two cores). An error in the
     thread is raised here; a consumer that stops early stops the thread and closes the file.
     """
     handoff: queue.Queue[object] = queue.Queue(maxsize=1)

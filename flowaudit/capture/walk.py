@@ -1,7 +1,8 @@
 """Compiled record walkers: find each packet record in a chunk of pcap or pcapng bytes.
 
-The walk is serial (each record's length says where the next begins), so it is the one step
-that runs in compiled code rather than numpy (PERF_NOTES.md). A walker fills record columns
+The walk is serial (each record's length says where the next begins), so it runs in compiled
+code (``flowaudit/_kernels.c``; these Python functions are its specification and fallback,
+``kernels.py``). A walker fills record columns
 (offset of the packet data in the chunk, captured and original length, timestamp in ns,
 interface id) and stops with a status when the chunk ends mid-record, the columns are full,
 a record is malformed, or (pcapng) a block that Python must parse comes next.
@@ -11,12 +12,13 @@ Formats: pcap-savefile(5) and draft-ietf-opsawg-pcapng (sections 4.1-4.4 and 4.6
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import numba as nb
 import numpy as np
 
-from flowaudit.capture._bytes import NJIT, u16, u32
+from flowaudit.capture import kernels
+from flowaudit.capture._bytes import u16, u32
 
 # Walker statuses.
 NEED_MORE = 0  # the chunk ends inside a record: refill and walk on from ``pos``
@@ -57,8 +59,7 @@ class RecordColumns:
         return self.offset, self.caplen, self.wire_len, self.ts_ns, self.if_id
 
 
-@nb.njit(**NJIT)
-def walk_pcap(
+def walk_pcap_py(
     buf: Any,
     pos: int,
     end: int,
@@ -73,8 +74,9 @@ def walk_pcap(
     """Walk classic pcap records from ``pos`` to ``end``; returns (records, pos, status)."""
     count = 0
     capacity = offset.shape[0]
+    end = min(end, buf.shape[0])
     while True:
-        if pos + 16 > end:
+        if pos < 0 or pos + 16 > end:
             return count, pos, NEED_MORE
         included = u32(buf, pos + 8, big_endian)
         if included > MAX_RECORD:
@@ -94,23 +96,43 @@ def walk_pcap(
         pos += 16 + included
 
 
-@nb.njit(inline="always", **NJIT)
-def _pcapng_ts(raw: np.uint64, kind: int, factor: int, offset_ns: int) -> np.int64:
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
+def pcapng_ts(raw: int, kind: int, factor: int, offset_ns: int) -> int | None:
+    """A pcapng timestamp in ns since the epoch; None when int64 nanoseconds cannot hold it.
+
+    (Nor int64's minimum, which numpy reads as NaT: a capture's time is never "not a time".)
+    """
     if kind == TS_MUL:
-        return np.int64(raw) * factor + offset_ns
-    if kind == TS_DIV:
-        return np.int64(raw // np.uint64(factor)) + offset_ns
-    whole = raw >> np.uint64(factor)
-    part = raw & ((np.uint64(1) << np.uint64(factor)) - np.uint64(1))
-    if factor <= 32:
-        frac = (part * np.uint64(1_000_000_000)) >> np.uint64(factor)
+        if raw > INT64_MAX:
+            return None
+        value = raw * factor
+    elif kind == TS_DIV:
+        value = raw // max(factor, 1)
     else:
-        frac = np.uint64(np.float64(part) * 1e9 / np.float64(np.uint64(1) << np.uint64(factor)))
-    return np.int64(whole) * 1_000_000_000 + np.int64(frac) + offset_ns
+        whole = raw >> factor if factor < 64 else 0
+        part = raw & ((1 << factor) - 1) if factor < 64 else raw
+        if factor <= 32:
+            frac = ((part * 1_000_000_000) & 0xFFFFFFFFFFFFFFFF) >> factor
+        else:
+            frac = int(float(part) * 1e9 / float(2**factor))
+        if whole > INT64_MAX:
+            return None
+        value = whole * 1_000_000_000
+        if value > INT64_MAX:
+            return None
+        value += frac
+    if value > INT64_MAX:
+        return None
+    value += offset_ns
+    if not INT64_MIN < value <= INT64_MAX:
+        return None
+    return value
 
 
-@nb.njit(**NJIT)
-def walk_pcapng(
+def walk_pcapng_py(
     buf: Any,
     pos: int,
     end: int,
@@ -125,18 +147,24 @@ def walk_pcapng(
     wire_len: Any,
     ts_ns: Any,
     if_id: Any,
+    stats: Any,
 ) -> tuple[int, int, int, int]:
     """Walk pcapng blocks from ``pos``; returns (records, pos, status, last timestamp).
 
     Packet blocks (EPB, SPB, OPB) become records; SHB and IDB stop the walk for Python to
     parse; every other block type is skipped by its length, and ``pos`` may then lie past
     ``end`` (the caller skips the rest of that block in the next bytes it reads).
+    ``stats[0]`` counts packets whose timestamp int64 nanoseconds cannot hold (they keep the
+    time of the packet before them, as a Simple Packet Block does), ``stats[1]`` blocks whose
+    trailing length differs from their leading one (read by the leading one, as tshark does
+    before it calls the file corrupt).
     """
     count = 0
     capacity = offset.shape[0]
     interfaces = if_kind.shape[0]
+    end = min(end, buf.shape[0])
     while True:
-        if pos + 12 > end:
+        if pos < 0 or pos + 12 > end:
             return count, pos, NEED_MORE, last_ts
         block_type = u32(buf, pos, big_endian)
         if block_type == PCAPNG_SHB or block_type == PCAPNG_IDB:
@@ -145,7 +173,10 @@ def walk_pcapng(
         if block_len < 12 or block_len % 4 != 0 or block_len > MAX_BLOCK:
             return count, pos, BAD_RECORD, last_ts
         if block_type != PCAPNG_EPB and block_type != PCAPNG_SPB and block_type != PCAPNG_OPB:
-            pos += block_len  # NRB, ISB, DSB, custom and unknown blocks: skipped
+            # NRB, ISB, DSB, custom and unknown blocks: skipped
+            if pos + block_len <= end and u32(buf, pos + block_len - 4, big_endian) != block_len:
+                stats[1] += 1
+            pos += block_len
             if pos > end:
                 return count, pos, NEED_MORE, last_ts
             continue
@@ -164,8 +195,8 @@ def walk_pcapng(
             interface = 0
             original = u32(buf, pos + 8, big_endian)
             included = min(original, block_len - 16)
-            if interfaces > 0 and if_snaplen[0] > 0:
-                included = min(included, if_snaplen[0])
+            if interfaces > 0 and 0 < if_snaplen[0] < included:
+                included = int(if_snaplen[0])
             data = pos + 12
             header = 16
         else:
@@ -180,12 +211,19 @@ def walk_pcapng(
         if interface >= interfaces or included > block_len - header:
             return count, pos, BAD_RECORD, last_ts
         if block_type != PCAPNG_SPB:
-            raw = (np.uint64(u32(buf, pos + 12, big_endian)) << np.uint64(32)) | np.uint64(
-                u32(buf, pos + 16, big_endian)
+            raw = (u32(buf, pos + 12, big_endian) << 32) | u32(buf, pos + 16, big_endian)
+            ts = pcapng_ts(
+                raw,
+                int(if_kind[interface]),
+                int(if_factor[interface]),
+                int(if_offset_ns[interface]),
             )
-            last_ts = _pcapng_ts(
-                raw, if_kind[interface], if_factor[interface], if_offset_ns[interface]
-            )
+            if ts is None:
+                stats[0] += 1
+            else:
+                last_ts = ts
+        if u32(buf, pos + block_len - 4, big_endian) != block_len:
+            stats[1] += 1
         offset[count] = data
         caplen[count] = included
         wire_len[count] = original
@@ -193,3 +231,10 @@ def walk_pcapng(
         if_id[count] = interface
         count += 1
         pos += block_len
+
+
+walk_pcap: Callable[..., tuple[int, int, int]] = walk_pcap_py
+walk_pcapng: Callable[..., tuple[int, int, int, int]] = walk_pcapng_py
+if kernels.compiled is not None:
+    walk_pcap = kernels.compiled.walk_pcap
+    walk_pcapng = kernels.compiled.walk_pcapng
