@@ -241,7 +241,7 @@ class FlowAssembler:
                 self._table = np.full(len(self._table) * 2, -1, dtype=np.int64)
                 rebuild_table(self._flows, self._rows, self._table)
             elif status == NEED_SLOTS:
-                self._arena.grow(self._slots)
+                self._arena.grow(self._slots, self._slot_lengths())
             else:
                 assert status == DONE
         self._arena.prepare(self._slots)

@@ -31,9 +31,11 @@ import numpy as np
 RESERVED_BYTES = 256 * 1024 * 1024
 # Slots turned into bytes between two hand-backs of memory.
 RELEASE_EVERY = 4096
-# Slots backed ahead of use, and the value of MADV_POPULATE_WRITE (<linux/mman.h>), which the
-# mmap module of Python before 3.13 does not name.
-POPULATE_AHEAD = 16384
+# Memory backed ahead of use (16,384 slots at the default 2048 bytes), only where slots are no
+# larger than a page: a larger slot is mostly never written (a 32-byte datagram in a 256 KiB
+# slot), and backing it whole made memory follow --payload-bytes instead of the payload seen.
+# And the value of MADV_POPULATE_WRITE (<linux/mman.h>), which Python before 3.13 does not name.
+POPULATE_AHEAD_BYTES = 32 * 1024 * 1024
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
@@ -68,7 +70,8 @@ class PayloadArena:
         self._map: mmap.mmap | None = None
         self._backed = 0  # slots asked to be backed so far
         self._populating: threading.Thread | None = None
-        self._can_populate = _MADVISE is not None
+        self._can_populate = _MADVISE is not None and slot_bytes <= mmap.PAGESIZE
+        self._ahead = max(16, POPULATE_AHEAD_BYTES // max(1, slot_bytes))
         self.array = self._allocate(reserved_slots)
         self.prepare(0)
 
@@ -77,13 +80,13 @@ class PayloadArena:
         if (
             not self._can_populate
             or self._map is None
-            or used + POPULATE_AHEAD * 3 // 4 < self._backed
+            or used + self._ahead * 3 // 4 < self._backed
             or self._backed >= len(self.array)
             or (self._populating is not None and self._populating.is_alive())
         ):
             return
         start = self._backed
-        stop = min(len(self.array), max(used, start) + POPULATE_AHEAD)
+        stop = min(len(self.array), max(used, start) + self._ahead)
         self._backed = stop
         # Whole pages: madvise wants a page-aligned start (the mapping itself is aligned).
         first = start * self.slot_bytes // mmap.PAGESIZE * mmap.PAGESIZE
@@ -111,13 +114,22 @@ class PayloadArena:
         self._map = mmap.mmap(-1, slots * self.slot_bytes)
         return np.frombuffer(self._map, dtype=np.uint8).reshape(slots, self.slot_bytes)
 
-    def grow(self, used: int) -> None:
-        """Double the capacity, keeping the first ``used`` slots."""
+    def grow(self, used: int, lengths: np.ndarray | None = None) -> None:
+        """Double the capacity, keeping the first ``used`` slots.
+
+        With ``lengths`` (bytes written per slot), slots larger than a page are copied only
+        as far as they were written, so that the new mapping backs no page that was not.
+        """
         self._wait()
         old_array, old_map = self.array, self._map
         self.array = self._allocate(max(1, len(old_array)) * 2)
         self._backed = used
-        self.array[:used] = old_array[:used]
+        if lengths is None or self.slot_bytes <= mmap.PAGESIZE:
+            self.array[:used] = old_array[:used]
+        else:
+            for slot in np.flatnonzero(lengths[:used]).tolist():
+                length = int(lengths[slot])
+                self.array[slot, :length] = old_array[slot, :length]
         del old_array
         _unmap(old_map)
 

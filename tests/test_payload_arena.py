@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mmap
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,12 +56,47 @@ def test_a_kernel_without_populate_write_still_works(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.skipif(not hasattr(mmap.mmap, "madvise"), reason="no madvise here")
 def test_populating_ahead_covers_the_next_stretch() -> None:
-    arena = PayloadArena(64, reserved_slots=4 * payload_arena.POPULATE_AHEAD)
+    ahead = payload_arena.POPULATE_AHEAD_BYTES // 64
+    arena = PayloadArena(64, reserved_slots=4 * ahead)
     arena._wait()
-    assert arena._backed == payload_arena.POPULATE_AHEAD
-    arena.prepare(payload_arena.POPULATE_AHEAD // 2)
+    assert arena._backed == ahead
+    arena.prepare(ahead // 2)
     arena._wait()
-    assert arena._backed == 2 * payload_arena.POPULATE_AHEAD
+    assert arena._backed == 2 * ahead
+
+
+def _resident_kib(array: np.ndarray) -> int:
+    """Resident memory of the mapping that holds ``array`` (Linux /proc/self/smaps)."""
+    start = array.__array_interface__["data"][0]
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for k, line in enumerate(lines):
+        span = line.split(maxsplit=1)[0]
+        if not re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", span):
+            continue
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= start < high:
+            for following in lines[k + 1 :]:
+                if following.startswith("Rss:"):
+                    return int(following.split()[1])
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+def test_memory_follows_the_payload_seen_not_the_slot_size() -> None:
+    # 2,000 directions of 32 bytes in 256 KiB slots (--payload-bytes 262144): every slot was
+    # backed whole by populate-ahead and again by each growth's copy (8.5 GB for 20,000 UDP
+    # flows). Now a slot costs the page it was written to.
+    arena = PayloadArena(262144, reserved_slots=16)
+    lengths = np.zeros(0, dtype=np.int64)
+    for used in range(2000):
+        if used == len(arena.array):
+            arena.grow(used, lengths)
+        arena.prepare(used)
+        arena.array[used, :32] = 1
+        lengths = np.append(lengths, 32)
+    arena._wait()
+    assert _resident_kib(arena.array) <= 2000 * 4 + 1024
+    assert arena.take_bytes(lengths)[1999] == b"\x01" * 32
 
 
 def test_zero_width_slots_need_no_memory() -> None:
