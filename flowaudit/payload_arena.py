@@ -18,11 +18,11 @@ system does not offer it, pages are backed on first write as usual.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import mmap
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,12 @@ POPULATE_AHEAD_BYTES = 32 * 1024 * 1024
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
-def _libc_madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+@functools.cache
+def _libc_madvise() -> Any:
+    """libc's madvise through ctypes, looked up when first needed (ctypes costs an import)."""
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         madvise = libc.madvise
@@ -48,9 +53,6 @@ def _libc_madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     madvise.restype = ctypes.c_int
     return madvise
-
-
-_MADVISE = _libc_madvise()
 
 
 def _unmap(area: mmap.mmap | None) -> None:
@@ -70,7 +72,7 @@ class PayloadArena:
         self._map: mmap.mmap | None = None
         self._backed = 0  # slots asked to be backed so far
         self._populating: threading.Thread | None = None
-        self._can_populate = _MADVISE is not None and slot_bytes <= mmap.PAGESIZE
+        self._can_populate = slot_bytes <= mmap.PAGESIZE and _libc_madvise() is not None
         self._ahead = max(16, POPULATE_AHEAD_BYTES // max(1, slot_bytes))
         self.array = self._allocate(reserved_slots)
         self.prepare(0)
@@ -80,13 +82,16 @@ class PayloadArena:
         if (
             not self._can_populate
             or self._map is None
-            or used + self._ahead * 3 // 4 < self._backed
+            or used + min(self._ahead, max(64, 2 * used)) * 3 // 4 < self._backed
             or self._backed >= len(self.array)
             or (self._populating is not None and self._populating.is_alive())
         ):
             return
         start = self._backed
-        stop = min(len(self.array), max(used, start) + self._ahead)
+        # As far ahead as has been used so far, up to the bound: a capture of 50 flows does
+        # not ask for 32 MiB.
+        ahead = min(self._ahead, max(64, 2 * used))
+        stop = min(len(self.array), max(used, start) + ahead)
         self._backed = stop
         # Whole pages: madvise wants a page-aligned start (the mapping itself is aligned).
         first = start * self.slot_bytes // mmap.PAGESIZE * mmap.PAGESIZE
@@ -99,8 +104,8 @@ class PayloadArena:
         self._populating.start()
 
     def _populate(self, address: int, length: int) -> None:
-        assert _MADVISE is not None
-        if _MADVISE(address, length, MADV_POPULATE_WRITE) != 0:
+        madvise = _libc_madvise()
+        if madvise(address, length, MADV_POPULATE_WRITE) != 0:
             self._can_populate = False  # an older kernel: pages are backed on first write
 
     def _wait(self) -> None:

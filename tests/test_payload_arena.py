@@ -56,13 +56,17 @@ def test_a_kernel_without_populate_write_still_works(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.skipif(not hasattr(mmap.mmap, "madvise"), reason="no madvise here")
 def test_populating_ahead_covers_the_next_stretch() -> None:
-    ahead = payload_arena.POPULATE_AHEAD_BYTES // 64
-    arena = PayloadArena(64, reserved_slots=4 * ahead)
+    # Ahead by as much as has been used (at least 64 slots), never more than the bound.
+    bound = payload_arena.POPULATE_AHEAD_BYTES // 64
+    arena = PayloadArena(64, reserved_slots=4 * bound)
     arena._wait()
-    assert arena._backed == ahead
-    arena.prepare(ahead // 2)
+    assert arena._backed == 64
+    arena.prepare(60)
     arena._wait()
-    assert arena._backed == 2 * ahead
+    assert arena._backed == 64 + 120  # from what was backed, twice what is used
+    arena.prepare(bound)
+    arena._wait()
+    assert arena._backed == 2 * bound
 
 
 def _resident_kib(array: np.ndarray) -> int:

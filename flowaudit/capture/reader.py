@@ -114,13 +114,11 @@ class CaptureReader:
         self._background = background
         # Read-ahead in a thread keeps up to three batches alive at once (the consumer's, the
         # one queued, the one being decoded), so buffers and columns rotate among four.
-        pool = 4 if background else 1
-        self._column_sets = [
-            (RecordColumns(batch_packets), PacketBatch.empty(file_index, batch_packets))
-            for _ in range(pool)
-        ]
+        self._pool = 4 if background else 1
+        self._batch_packets = batch_packets
+        self._column_sets: list[tuple[RecordColumns, PacketBatch]] = []
         self._column_turn = 0
-        self._buffers: list[np.ndarray | None] = [None] * pool
+        self._buffers: list[np.ndarray | None] = [None] * self._pool
         self._buffer_turn = -1
         self._handed_out = False  # whether a batch points into the current buffer
         self._progress = progress
@@ -149,6 +147,7 @@ class CaptureReader:
         self.info.format = source.kind
         self.info.compression = source.compression
         self.info.size = source.size
+        self._size_to(source)
         try:
             if source.kind == "pcap":
                 yield from self._read_pcap(source)
@@ -159,6 +158,19 @@ class CaptureReader:
             self._finish(source)
         finally:
             source.close()
+
+    def _size_to(self, source: CaptureSource) -> None:
+        """Columns and buffers no larger than the file needs: a small capture is read with
+        small arrays (allocating 65,536-packet columns cost more than reading the sample)."""
+        packets, chunk = self._batch_packets, self._chunk_bytes
+        if source.compression is None and source.size is not None:
+            packets = min(packets, source.size // 16 + 1)  # a record has a 16-byte header
+            chunk = min(chunk, source.size + 16)
+        self._chunk_bytes = chunk
+        self._column_sets = [
+            (RecordColumns(packets), PacketBatch.empty(self.file_index, packets))
+            for _ in range(self._pool)
+        ]
 
     # ------------------------------------------------------------------ pcap
 
