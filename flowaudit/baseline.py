@@ -29,7 +29,15 @@ from flowaudit.matrix import ROLES
 from flowaudit.report.audit import SCHEMA
 from flowaudit.signatures import SEVERITIES, load_signatures
 from flowaudit.site import INTERNET
-from flowaudit.yamlfile import YamlDocument, read_yaml
+from flowaudit.yamlfile import (
+    MAX_YAML_BYTES,
+    YamlDocument,
+    key_path,
+    read_bounded,
+    read_yaml,
+    shown,
+    size_text,
+)
 
 ACCEPT_KEYS = ("rule", "match", "justification", "expires")
 # An accept entry's match takes the keys of a finding's (``MATCH_KEYS``), so that one from a
@@ -44,43 +52,90 @@ def file_evidence(path: str | Path, raw: bytes) -> dict[str, Any]:
 
 
 def _read(path: str | Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    return read_bounded(path, what, MAX_YAML_BYTES)
 
 
 # --- reports --------------------------------------------------------------------------------
+
+# A report of a million flows is some 700 MB; one larger is not a report (docs/limits.md).
+MAX_REPORT_BYTES = 1 << 30
+# Reports nest ten levels (a flow's facts); 64 is far beyond any of them.
+MAX_REPORT_DEPTH = 64
+_SNIFF_BYTES = 1 << 16
+_JSON_STARTS = frozenset(bytes([char]) for char in b'{["-0123456789tfnNI')
+
+
+def _read_report(path: str | Path) -> bytes:
+    """The bytes of a report, up to ``MAX_REPORT_BYTES``; what cannot start a JSON text is
+    refused after its first bytes (a capture, /dev/zero), not read to the limit."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+            first = head.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+            if first and first not in _JSON_STARTS:
+                raise InputError(f"{shown(path)}: not a JSON report (it does not start as JSON)")
+            raw = head + handle.read(MAX_REPORT_BYTES + 1 - len(head))
+    except OSError as exc:
+        raise InputError(f"{shown(path)}: cannot read the report ({exc.strerror})") from None
+    if len(raw) > MAX_REPORT_BYTES:
+        limit = size_text(MAX_REPORT_BYTES)
+        raise InputError(f"{shown(path)}: the report is larger than {limit} (the limit)")
+    return raw
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """A JSON report of ``flowaudit analyze``; anything else, or a report whose parts that
     ``diff``, ``--baseline`` and ``verify`` read are missing or of the wrong kind, is one error
     naming the file and the key."""
-    raw = _read(path, "report")
+    raw = _read_report(path)
     try:
         document = json.loads(raw)
+    except RecursionError:
+        raise InputError(
+            f"{shown(path)}: nested deeper than {MAX_REPORT_DEPTH} levels (the limit)"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a JSON report ({exc})") from None
+        raise InputError(f"{shown(path)}: not a JSON report ({shown(exc)})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-        raise InputError(f"{path}: not a flowaudit report (schema {SCHEMA!r} expected)")
-    _ReportChecker(str(path)).check(document)
+        raise InputError(f"{shown(path)}: not a flowaudit report (schema {SCHEMA!r} expected)")
+    too_deep = _too_deep(document, MAX_REPORT_DEPTH)
+    if too_deep is not None:
+        raise InputError(
+            f"{shown(path)}: {too_deep}: nested deeper than {MAX_REPORT_DEPTH} levels (the limit)"
+        )
+    _ReportChecker(shown(path)).check(document)
     document["_evidence"] = file_evidence(path, raw)
     return document
+
+
+def _too_deep(document: dict[str, Any], limit: int) -> str | None:
+    """The top-level key under which ``document`` nests deeper than ``limit``, if any."""
+    for key, value in document.items():
+        stack = [(value, 2)] if isinstance(value, (dict, list)) else []
+        while stack:
+            item, depth = stack.pop()
+            if depth > limit:
+                return shown(key)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend(
+                (child, depth + 1) for child in children if isinstance(child, (dict, list))
+            )
+    return None
 
 
 _SCALAR = (str, int, float, bool, type(None))
 
 
 class _ReportChecker:
-    """The parts of a report that flowaudit reads back, checked so that a hand-edited or
-    foreign report is one error (``report.json: findings.3.severity: missing``)."""
+    """The parts of a report that flowaudit reads back (``diff``, ``--baseline``, ``verify``
+    and ``verify --rerun``), checked so that a hand-edited or foreign report is one error
+    naming the file and where (``report.json: findings.3.severity: missing``)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def error(self, where: tuple[Any, ...], message: str) -> InputError:
-        return InputError(f"{self.name}: {'.'.join(str(part) for part in where)}: {message}")
+        return InputError(f"{self.name}: {key_path(where)}: {message}")
 
     def items(self, document: dict[str, Any], key: str) -> list[dict[str, Any]]:
         value = document.get(key)
@@ -95,15 +150,49 @@ class _ReportChecker:
         if key not in item:
             raise self.error((*where, key), "missing")
         if not isinstance(item[key], kinds):
-            raise self.error((*where, key), f"not of the right kind ({item[key]!r})")
+            raise self.error((*where, key), f"not of the right kind ({_short_repr(item[key])})")
         return item[key]
 
+    def optional(self, item: dict[str, Any], where: tuple[Any, ...], key: str, kinds: Any) -> Any:
+        if item.get(key) is None:
+            return None
+        return self.field(item, where, key, kinds)
+
+    def mapping(self, document: dict[str, Any], where: tuple[Any, ...]) -> dict[str, Any]:
+        value = document.get(where[-1])
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(where, "not an object")
+        return value
+
+    def file(self, record: dict[str, Any], where: tuple[Any, ...], *, path: bool) -> None:
+        """A file the report rests on: path, SHA-256 and size, as ``verify`` reads them."""
+        if path:
+            self.field(record, where, "path", str)
+        else:
+            self.optional(record, where, "path", str)
+        sha = record.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _is_sha256(sha)):
+            raise self.error((*where, "sha256"), "not a SHA-256 in hex")
+        size = record.get("size")
+        if size is not None and not (_is_count(size)):
+            raise self.error((*where, "size"), "not a size in bytes")
+
     def check(self, document: dict[str, Any]) -> None:
+        digest = document.get("report_sha256")
+        if digest is not None and not (isinstance(digest, str) and _is_sha256(digest)):
+            raise self.error(("report_sha256",), "not a SHA-256 in hex")
+        command = document.get("command")
+        if command is not None and not (
+            isinstance(command, list) and all(isinstance(word, str) for word in command)
+        ):
+            raise self.error(("command",), "not a list of words")
+        for key in ("run_id", "generated_at"):
+            if not isinstance(document.get(key), _SCALAR):
+                raise self.error((key,), "not a single value")
         for index, capture in enumerate(self.items(document, "captures")):
-            self.field(capture, ("captures", index), "path", str)
-            sha = capture.get("sha256")
-            if sha is not None and not (isinstance(sha, str) and _is_sha256(sha)):
-                raise self.error(("captures", index, "sha256"), "not a SHA-256 in hex")
+            self.file(capture, ("captures", index), path=True)
         for index, finding in enumerate(self.items(document, "findings")):
             where = ("findings", index)
             self.field(finding, where, "rule", str)
@@ -111,7 +200,10 @@ class _ReportChecker:
             severity = self.field(finding, where, "severity", str)
             if severity not in SEVERITIES:
                 raise self.error((*where, "severity"), f"not one of {', '.join(SEVERITIES)}")
-            self.field(finding, where, "flow_ids", list)
+            flow_ids = self.field(finding, where, "flow_ids", list)
+            for number, flow_id in enumerate(flow_ids):
+                if not _is_count(flow_id):
+                    raise self.error((*where, "flow_ids", number), "not a flow id")
             match = self.field(finding, where, "match", dict)
             for key in MATCH_KEYS:
                 if key in match or key not in ("client", "server"):  # (addresses came later)
@@ -119,9 +211,30 @@ class _ReportChecker:
         for index, group in enumerate(self.items(document, "communications")):
             for key in COMMUNICATION_KEY:
                 self.field(group, ("communications", index), key, _SCALAR)
-        for key in ("site", "inputs", "signatures"):
-            if not isinstance(document.get(key, {}), dict):
-                raise self.error((key,), "not an object")
+            for key in ("flows", "plaintext"):
+                self.optional(group, ("communications", index), key, _SCALAR)
+        site = self.mapping(document, ("site",))
+        self.file(site, ("site",), path=False)
+        for kind, record in self.mapping(document, ("inputs",)).items():
+            if record is not None:
+                if not isinstance(record, dict):
+                    raise self.error(("inputs", kind), "not an object")
+                self.file(record, ("inputs", kind), path=True)
+        signatures = self.mapping(document, ("signatures",))
+        tables = signatures.get("sha256")
+        if tables is not None and not (
+            isinstance(tables, dict) and all(isinstance(v, str) for v in tables.values())
+        ):
+            raise self.error(("signatures", "sha256"), "not an object of table names and SHA-256")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({type(value).__name__})"
 
 
 def _is_sha256(text: str) -> bool:
@@ -265,7 +378,11 @@ def _acceptance(
             raise doc.error(where, f"{value!r} is not the entry's rule {rule!r}")
         if key in ("client_role", "server_role") and value not in (*ROLES, INTERNET, None):
             raise doc.error(where, f"unknown role {value!r}")
-        if key == "service" and value is not None and value not in services:
+        if (
+            key == "service"
+            and value is not None
+            and (not isinstance(value, str) or value not in services)
+        ):
             raise doc.error(where, f"unknown service {value!r}")
         if key == "port" and not _valid_port(value):
             raise doc.error(where, f"a port, [low, high] or {DYNAMIC_PORT!r}, not {value!r}")
@@ -421,11 +538,13 @@ def diff_lines(diff: Mapping[str, Any]) -> list[str]:
                 f"{sign} finding {row['severity']} {row['rule']}: {_label(row)}{qualifier}"
             )
     communications = diff["communications"]
+    shown_once = set()  # (a set: a diff of 80,000 communications scanned a list per row)
     for row in communications["became_unexpected"]:
         lines.append(f"! now unexpected: {_label(row)} ({row['flows']} flows)")
+        shown_once.add(_communication_key(row))
     for sign, part in (("+", "appeared"), ("-", "disappeared")):
         for row in communications[part]:
-            if sign == "+" and row in communications["became_unexpected"]:
+            if sign == "+" and _communication_key(row) in shown_once:
                 continue
             lines.append(
                 f"{sign} communication {row['verdict']}: {_label(row)} ({row['flows']} flows)"

@@ -25,14 +25,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flowaudit.dissect import dissect, http, openings
-from flowaudit.flows import FlowTable
 from flowaudit.stream.merge import deepen
 from flowaudit.yamlfile import YamlDocument, read_yaml
+
+if TYPE_CHECKING:
+    from flowaudit.flows import FlowTable
 
 PortSpec = int | tuple[int, int]
 

@@ -528,3 +528,23 @@ def test_yaml_level_errors_are_one_line_with_the_key(raw: bytes, message: str) -
         parse_accept(raw, "a.yaml")
     assert str(caught.value).startswith(message), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_report_carries_the_digest_of_its_own_content(tmp_path: Path) -> None:
+    import hashlib
+
+    accept = tmp_path / "accept.yaml"
+    accept.write_text('accept:\n  - {rule: smb1, justification: "caf\u00e9 \u202e"}\n')
+    old = _report(tmp_path, "old.json", "--site", str(SITE))
+    new = _report(
+        tmp_path, "new.json", "--site", str(SITE), "--baseline", str(old), "--accept",
+        str(accept), "--min-severity", "medium",
+    )  # fmt: skip
+    for path in (old, new):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        recorded = document.pop("report_sha256")
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert recorded == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # The layout is the lead's: still one flow a line.
+    lines = new.read_text().splitlines()
+    assert sum(line.startswith('  {"id": ') for line in lines) >= 1

@@ -199,3 +199,31 @@ def test_terminal_text_never_carries_controls_or_bidi_overrides() -> None:
     hostile = "GET /\x1b[2J\u202eexe.txt\u200b\x85"
     assert clean(hostile) == "GET /\\x1b[2J\\u202eexe.txt\\u200b\\x85"
     assert clean("mp01.contoso.local caf\u00e9 \u00a0") == "mp01.contoso.local caf\u00e9 \u00a0"
+
+
+@pytest.mark.parametrize(
+    ("ports", "shown"),
+    [
+        ('"\u00b2-5"', "'\u00b2-5' is not a port"),  # a digit to str.isdigit, not to int()
+        ('"1-' + "9" * 5000 + '"', "'1-99999999"),  # more digits than int() reads
+    ],
+)
+def test_ports_int_cannot_read_are_one_line(ports: str, shown: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_site(f"ports:\n  http: {ports}\n")
+    message = str(caught.value)
+    assert message.startswith(f"site.yaml:2: ports.http: {shown}")
+    assert len(message) < 200
+
+
+def test_load_site_reads_a_pipe_up_to_the_limit(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    pipe = tmp_path / "site.fifo"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text(EXAMPLE))
+    writer.start()
+    site = load_site(pipe)  # as from `--site <(...)`
+    writer.join()
+    assert site.roles_of("10.10.1.77") == ("client",)
