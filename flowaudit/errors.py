@@ -1,6 +1,6 @@
 """The one exception tree of flowaudit and the exit codes it maps to (DESIGN.md, principle 6).
 
-Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 bad input or usage.
+Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 bad input or usage, 130 interrupted.
 Every error raised on purpose is a ``FlowauditError``; its message is the one line the CLI
 prints on stderr, so it names what is wrong and where.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 
 class FlowauditError(Exception):

@@ -161,9 +161,7 @@ def test_csv_tables_and_formula_guard(site_dir: Path) -> None:
         assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
 
 
-@pytest.mark.parametrize(
-    ("fail_on", "code"), [("high", 1), ("critical", 0), ("never", 0), ("info", 1)]
-)
+@pytest.mark.parametrize(("fail_on", "code"), [("high", 1), ("never", 0), ("info", 1)])
 def test_exit_code_follows_fail_on(site_dir: Path, fail_on: str, code: int) -> None:
     done = run_module(
         "analyze",

@@ -358,3 +358,21 @@ def test_a_section_header_with_megabytes_of_comment_is_read(tmp_path: Path) -> N
     path = cb.write(tmp_path / "comment.pcapng", cb.pcapng_bytes(section))
     table = flows.build_flow_table([path], FlowConfig())
     assert table.captures[0].packets == 1 and not table.captures[0].warnings
+
+
+def test_the_cli_says_when_the_python_loops_read_a_large_capture(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    frame = cb.ip4_udp_frame(sport=40000, dport=53, payload=b"x" * 1400)
+    records = [cb.Rec(1_700_000_000 * 10**9 + k, frame) for k in range(12_000)]  # ~17 MB
+    path = cb.write(tmp_path / "big.pcap", cb.pcap_bytes(records, cb.LINKTYPE_ETHERNET))
+    done = subprocess.run(
+        [sys.executable, "-m", "flowaudit", "flows", str(path), "-o", str(tmp_path / "f.csv")],
+        env={**os.environ, "FLOWAUDIT_PURE_PYTHON": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "FLOWAUDIT_PURE_PYTHON is set: reading with the Python loops (slow)" in done.stderr

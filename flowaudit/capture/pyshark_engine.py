@@ -205,8 +205,8 @@ class PysharkReader:
         capture: Any = None
         frames: Iterator[Any] | None = None
         finished = False
+        restore_watcher = _lend_child_watcher(loop)
         try:
-            _ensure_child_watcher()
             capture = _open_capture(self.path, loop)
             frames = iter(capture)
             builder = _BatchBuilder(self.file_index, self.max_payload)
@@ -219,7 +219,10 @@ class PysharkReader:
             if len(builder):
                 yield builder.finish()
         finally:
-            returncode, stderr_lines = _close_capture(loop, capture, frames)
+            try:
+                returncode, stderr_lines = _close_capture(loop, capture, frames)
+            finally:
+                restore_watcher()
         if finished:
             self._judge_exit(returncode, stderr_lines)
 
@@ -450,23 +453,34 @@ def _close_capture(
     return returncode, stderr_lines
 
 
-def _ensure_child_watcher() -> None:
-    """Make asyncio able to wait for tshark from our own event loop.
+def _lend_child_watcher(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Make asyncio able to wait for tshark from our own event loop; return what puts the
+    process's child watcher back as it was.
 
     Up to Python 3.13 asyncio learns of a child's exit through a process-wide child watcher.
     pyshark, when it creates its own loop, installs a ``SafeChildWatcher`` bound to that loop;
-    such a watcher refuses children started from any other loop. A ``ThreadedChildWatcher``
-    (the default since Python 3.8) serves every loop, so put one back where needed.
+    such a watcher (or a ``FastChildWatcher``) serves only the loop it is attached to. The
+    default ``ThreadedChildWatcher`` serves every loop and needs nothing. Another watcher is
+    attached to our loop for the read and then to its own again; never replaced (replacing it
+    would close it for whoever installed it).
     """
     if sys.version_info >= (3, 14) or os.name == "nt":
-        return
+        return lambda: None
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         watcher = asyncio.get_child_watcher()
-        if isinstance(watcher, asyncio.SafeChildWatcher | asyncio.FastChildWatcher):
-            asyncio.set_child_watcher(asyncio.ThreadedChildWatcher())
+    if not isinstance(watcher, asyncio.SafeChildWatcher | asyncio.FastChildWatcher):
+        return lambda: None
+    own_loop = getattr(watcher, "_loop", None)  # asyncio keeps it no other way
+    watcher.attach_loop(loop)
+
+    def restore() -> None:
+        back = own_loop if own_loop is not None and not own_loop.is_closed() else None
+        watcher.attach_loop(back)
+
+    return restore
 
 
 @functools.cache
