@@ -341,50 +341,69 @@ def _client_is_a(flows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return client_is_a, start_seen, direction_by
 
 
+_OCTETS = np.array([str(octet) for octet in range(256)], dtype=object)
+
+
 def _addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Text form of 128-bit addresses; IPv4-mapped ones as dotted quads."""
+    """Text form of 128-bit addresses; IPv4-mapped ones as dotted quads.
+
+    Each distinct address is formatted once; IPv4 ones by numpy over object arrays (a scan of
+    a million destinations is a million distinct addresses: no Python loop per address).
+    """
     out = np.empty(len(hi), dtype=object)
     mapped = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
-    v4 = (lo & np.uint64(0xFFFFFFFF)).astype(">u4")
-    v6 = np.empty(len(hi), dtype=[("hi", ">u8"), ("lo", ">u8")])
-    v6["hi"], v6["lo"] = hi, lo
-    v4_bytes = v4.tobytes()
-    v6_bytes = v6.tobytes()
-    cache: dict[bytes, str] = {}
-    for k in range(len(hi)):
-        if mapped[k]:
-            raw = v4_bytes[4 * k : 4 * k + 4]
-            text = cache.get(raw)
-            if text is None:
-                text = cache[raw] = socket.inet_ntop(socket.AF_INET, raw)
-        else:
-            raw = v6_bytes[16 * k : 16 * k + 16]
-            text = cache.get(raw)
-            if text is None:
-                text = cache[raw] = socket.inet_ntop(socket.AF_INET6, raw)
-        out[k] = text
+    if mapped.any():
+        v4, where = np.unique(lo[mapped] & np.uint64(0xFFFFFFFF), return_inverse=True)
+        octet = [
+            _OCTETS[((v4 >> np.uint64(shift)) & np.uint64(255)).astype(np.intp)]
+            for shift in (24, 16, 8, 0)
+        ]
+        text = octet[0] + "." + octet[1] + "." + octet[2] + "." + octet[3]
+        out[mapped] = text[where]
+    other = ~mapped
+    if other.any():
+        pairs = np.empty(int(other.sum()), dtype=[("hi", ">u8"), ("lo", ">u8")])
+        pairs["hi"], pairs["lo"] = hi[other], lo[other]
+        distinct, where = np.unique(pairs, return_inverse=True)
+        raw = distinct.tobytes()
+        text = np.array(
+            [
+                socket.inet_ntop(socket.AF_INET6, raw[16 * k : 16 * k + 16])
+                for k in range(len(distinct))
+            ],
+            dtype=object,
+        )
+        out[other] = text[where]
     return out
+
+
+def _flag_names(bits: int) -> str:
+    seen = []
+    if bits & 1:
+        seen.append("SYN")
+    if bits & 2:
+        seen.append("SYN-ACK")
+    if bits & 4:
+        seen.append("FIN")
+    if bits & 8:
+        seen.append("RST")
+    return ",".join(seen)
+
+
+# The TCP flags a flow saw, named, by the four bits SYN, SYN-ACK, FIN, RST.
+_FLAG_NAMES = np.array([_flag_names(bits) for bits in range(16)], dtype=object)
 
 
 def _flag_text(flows: np.ndarray) -> np.ndarray:
     bits = flows["tcp"]
-    names = []
-    for k in range(len(flows)):
-        if flows["proto"][k] != IPPROTO_TCP:
-            names.append("")
-            continue
-        b = int(bits[k])
-        seen = []
-        if b & (SYN_A | SYN_B):
-            seen.append("SYN")
-        if b & (SYNACK_A | SYNACK_B):
-            seen.append("SYN-ACK")
-        if b & (FIN_A | FIN_B):
-            seen.append("FIN")
-        if b & RST_SEEN:
-            seen.append("RST")
-        names.append(",".join(seen))
-    return np.array(names, dtype=object)
+    key = (
+        ((bits & (SYN_A | SYN_B)) != 0).astype(np.intp)
+        | (((bits & (SYNACK_A | SYNACK_B)) != 0).astype(np.intp) << 1)
+        | (((bits & (FIN_A | FIN_B)) != 0).astype(np.intp) << 2)
+        | (((bits & RST_SEEN) != 0).astype(np.intp) << 3)
+    )
+    key[flows["proto"] != IPPROTO_TCP] = 0
+    return _FLAG_NAMES[key]
 
 
 def _flow_columns(

@@ -1,5 +1,11 @@
-"""Shared fixtures: where the real corpus is, whether tshark (the oracle) is here, and a check
-that every report a test makes matches the JSON Schema the package ships."""
+"""Shared fixtures: where the real corpus is, whether tshark (the oracle) is here, the facts of
+the ports page (``tests/data``), a check that every report a test makes matches the JSON Schema
+the package ships, and a check that a run leaves the repository as it found it.
+
+Under CI (``CI`` set) no test may vanish for want of an input: a missing corpus, tshark or the
+like fails there (``missing``), and a corpus parametrisation that found no capture yields one
+failing case instead of none.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,79 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# --- a run leaves the repository as it found it ----------------------------------------------
+#
+# The caches of the tools the tests run go outside the repository (set here, before a test
+# uses hypothesis; the tools the tests start inherit them): mypy's and ruff's
+# (tests/test_quality.py) and hypothesis's example database (else .hypothesis/ in the working
+# directory). pytest's own cache is off (``-p no:cacheprovider`` in pyproject.toml). A
+# developer's own setting wins.
+CACHES = Path(tempfile.gettempdir()) / "flowaudit-test-caches"
+CACHE_VARIABLES = {
+    "MYPY_CACHE_DIR": "mypy",
+    "RUFF_CACHE_DIR": "ruff",
+    "HYPOTHESIS_STORAGE_DIRECTORY": "hypothesis",
+}
+for _variable, _folder in CACHE_VARIABLES.items():
+    os.environ.setdefault(_variable, str(CACHES / _folder))
+
+# What a run may add to the repository: Python's own bytecode (written at every import unless
+# PYTHONDONTWRITEBYTECODE is set; pytest writes its rewritten test modules the same way), and
+# the virtual environment and git's folder, which are not the tree's files.
+UNWATCHED_FOLDERS = frozenset({".git", ".venv"})
+
+
+def tree_files(root: Path) -> set[str]:
+    """Every file under ``root`` (as a path relative to it), but bytecode in ``__pycache__``
+    folders and the folders of ``UNWATCHED_FOLDERS``."""
+    found = set()
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in UNWATCHED_FOLDERS]
+        in_pycache = Path(folder).name == "__pycache__"
+        for name in names:
+            if not (in_pycache and name.endswith(".pyc")):
+                found.add(os.path.relpath(os.path.join(folder, name), root))
+    return found
+
+
+_FILES_AT_START: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _FILES_AT_START.update(tree_files(REPO))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    added = sorted(tree_files(REPO) - _FILES_AT_START) if _FILES_AT_START else []
+    if added:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", f"the tests left {len(added)} new files in {REPO}", red=True)
+            for name in added[:20]:
+                reporter.write_line(f"{name}  (a test writes there: give it tmp_path)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def under_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set, as CI services set it, and not "false")."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> NoReturn:
+    """An input a test needs is not here: skip it locally, fail it in CI."""
+    if under_ci():
+        pytest.fail(f"{what}: required in CI (.ci/run provides it)", pytrace=False)
+    pytest.skip(f"{what}: not here")
 
 
 def corpus_dir() -> Path:
@@ -22,22 +94,48 @@ def corpus_dir() -> Path:
     return Path(os.environ.get("FLOWAUDIT_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
+# What ``corpus_files`` gives in CI when the corpus has no capture: one path that no capture
+# has, so that a test parametrised over the corpus fails (``pytest_runtest_setup``) where an
+# empty parameter set would skip it unseen.
+NO_CORPUS = "(no corpus capture)"
+
+
 def corpus_files() -> list[Path]:
     folder = corpus_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap")
+    found = (
+        sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap")
+        )
+        if folder.is_dir()
+        else []
     )
+    if not found and under_ci():
+        return [folder / NO_CORPUS]
+    return found
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and any(
+        isinstance(value, Path) and value.name == NO_CORPUS for value in callspec.params.values()
+    ):
+        pytest.fail(
+            f"no corpus capture in {corpus_dir()}: the corpus tests must run in CI "
+            "(FLOWAUDIT_CORPUS)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
+    """The corpus folder, with captures in it (skipped locally without, failed in CI)."""
     folder = corpus_dir()
     if not folder.is_dir():
         if "FLOWAUDIT_CORPUS" in os.environ:
             pytest.fail(f"FLOWAUDIT_CORPUS={folder} is not a folder")
-        pytest.skip(f"no corpus at {folder}")
+        missing(f"the corpus at {folder}")
+    if not any(path.name != NO_CORPUS for path in corpus_files()):
+        missing(f"no corpus capture in {folder}")
     return folder
 
 
@@ -45,10 +143,37 @@ def corpus() -> Path:
 def tshark() -> str:
     path = shutil.which("tshark")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("tshark is required in CI (the oracle); .ci/run installs it")
-        pytest.skip("tshark not installed")
+        missing("tshark (the oracle; .ci/run installs it)")
     return path
+
+
+# --- the ports page, as facts the project carries ---------------------------------------------
+
+PORTS_PAGE_FACTS = REPO / "tests" / "data" / "ports_page.tsv"
+PORTS_PAGE_COLUMNS = (
+    "kind",
+    "section",
+    "row",
+    "proto",
+    "port",
+    "client_role",
+    "server_role",
+    "bidirectional",
+    "notes",
+    "alternate",
+)
+
+
+def ports_page_facts() -> list[dict[str, str]]:
+    """The rows of ``tests/data/ports_page.tsv``: each table row of Microsoft's ports page
+    (``kind`` "row": section, row, transport, port, roles, direction, notes, alternate port),
+    and each sentence of the page the matrix quotes (``kind`` "quote": section and sentence in
+    ``row``, the other columns left out). ``tests/test_matrix.py`` makes it from the page and
+    checks it against the page where the page is at hand."""
+    lines = PORTS_PAGE_FACTS.read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines if line and not line.startswith("#")]
+    assert tuple(rows[0]) == PORTS_PAGE_COLUMNS, rows[0]
+    return [dict(zip(PORTS_PAGE_COLUMNS, row + [""] * 10, strict=False)) for row in rows[1:]]
 
 
 # --- every report the tests make matches the schema the package ships -----------------------

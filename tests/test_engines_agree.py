@@ -21,7 +21,6 @@ pytestmark = [pytest.mark.corpus, pytest.mark.tshark]
 
 @pytest.mark.parametrize("capture", corpus_files(), ids=lambda p: p.name)
 def test_native_and_pyshark_engines_agree(capture: Path, tshark: str) -> None:
-    pytest.importorskip("pyshark")
     config = FlowConfig(payload_bytes=512)
     native = build_flow_table([capture], config)
     dissected = build_flow_table([capture], config, engine="pyshark")

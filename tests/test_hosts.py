@@ -35,6 +35,7 @@ from flowaudit.hosts import host_records, timeline
 from flowaudit.report.html import report_context
 from flowaudit.report.terminal import oddities, unknown_lines
 from flowaudit.site import load_site
+from tests.conftest import missing
 from tests.report.test_html_browser import chromium, dumped_dom, flow_rows
 from tests.sample import SAMPLE, SITE, invoke
 from tests.test_cli import run_module
@@ -229,7 +230,7 @@ def test_unknown_lines_bounded_oddest_then_largest() -> None:
 def test_terminal_has_the_unknown_section_on_the_corpus(corpus: Path) -> None:
     path = corpus / "sv_smb2_mixed_windows_lan.pcap"
     if not path.exists():
-        pytest.skip("capture not in the corpus")
+        missing(f"{path.name} in the corpus")
     text = invoke("analyze", str(path), "--fail-on", "never").stdout
     head = next(line for line in text.splitlines() if line.startswith("unknown verdict:"))
     document = json.loads(invoke("analyze", str(path), "--format", "json").stdout)

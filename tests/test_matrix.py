@@ -1,10 +1,13 @@
 """The expected matrix: every row of the ports page is a rule, and the loader puts rules in force.
 
-The coverage tests read the page itself (``shared/seeds/001_*.txt``): its role-pair tables
-("Description | UDP | TCP |" then one Description/UDP/TCP triple per row) are parsed here, on
-their own, and every (section, row, transport, port) must be a rule of ``matrix.yaml`` with the
-same section, row, transport and port, the page's direction, roles and notes; and every rule
-said to come from a table must be a row of the page.
+The coverage tests hold ``matrix.yaml`` to the facts of the page that the project carries
+(``tests/data/ports_page.tsv``): every (section, row, transport, port) of its role-pair tables
+must be a rule with the same section, row, transport and port, the page's direction, roles and
+notes; every rule said to come from a table must be a row of the page; every rule taken from
+the page's prose quotes a sentence of it. The facts are made here from the page itself
+(Microsoft's text, not in the project; ``../shared/seeds/001_*.txt`` where it is at hand): its
+tables ("Description | UDP | TCP |" then one Description/UDP/TCP triple per row) are parsed on
+their own, and ``test_the_facts_are_the_pages`` checks the file against the page.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from flowaudit.matrix import (
     rules_in_force,
 )
 from flowaudit.yamlfile import read_yaml
+from tests.conftest import PORTS_PAGE_COLUMNS, PORTS_PAGE_FACTS, ports_page_facts
 
 SEEDS = Path(__file__).parents[2] / "shared" / "seeds"
 TABLE = Path(__file__).parents[1] / "signatures" / "matrix.yaml"
@@ -256,17 +260,96 @@ def page_entries(page: str) -> Iterator[PageEntry]:
             at += 3
 
 
-@pytest.fixture(scope="module")
-def page() -> str:
+def _port_text(port: PortValue) -> str:
+    return f"{port[0]}-{port[1]}" if isinstance(port, tuple) else str(port)
+
+
+def _port_value(text: str) -> PortValue:
+    if text == "dynamic":
+        return text
+    low, _, high = text.partition("-")
+    return (int(low), int(high)) if high else int(low)
+
+
+def facts_text(page: str) -> str:
+    """``tests/data/ports_page.tsv`` as it follows from the page: a row per (section, row,
+    transport, port) of its tables, then the sentences the matrix quotes (``PROSE``, the
+    Windows services sentence) with their sections."""
+    yes = {True: "yes", False: "no"}
+    lines = [
+        '# Facts of Microsoft\'s documentation page "Ports used in Configuration Manager"',
+        "# (System Center 2012 Configuration Manager; (c) Microsoft): the role pairs, ports,",
+        "# notes and row names of its tables, and the sentences flowaudit's matrix quotes.",
+        "# Made by tests/test_matrix.py (facts_text) from the page, which is not in the project.",
+        "\t".join(PORTS_PAGE_COLUMNS),
+    ]
+    for entry in page_entries(page):
+        cells = (
+            "row",
+            entry.section,
+            entry.row,
+            entry.proto,
+            _port_text(entry.port),
+            entry.client_role,
+            entry.server_role,
+            yes[entry.bidirectional],
+            ",".join(str(note) for note in sorted(entry.notes)),
+            yes[entry.alternate],
+        )
+        lines.append("\t".join(cells))
+    text = collapse(page)
+    quotes = [(section, words) for section, words, _, _ in PROSE]
+    quotes.append(("Ports used in Configuration Manager", WINDOWS_SERVICES_SENTENCE))
+    for section, words in dict.fromkeys(quotes):
+        assert words in text, f"{words!r} is not on the page"
+        lines.append("\t".join(("quote", section, words)))
+    return "\n".join(lines) + "\n"
+
+
+def test_the_facts_are_the_pages() -> None:
     found = sorted(SEEDS.glob("001_*.txt"))
     if not found:
-        pytest.skip(f"the ports page is not at {SEEDS}")
-    return found[0].read_text(encoding="utf-8")
+        pytest.skip(f"the page is not at {SEEDS}: the facts the project carries stand alone")
+    made = facts_text(found[0].read_text(encoding="utf-8"))
+    assert PORTS_PAGE_FACTS.read_text(encoding="utf-8") == made, (
+        f"{PORTS_PAGE_FACTS} differs from the page: python -c 'from tests.test_matrix import "
+        "write_facts; write_facts()'"
+    )
+
+
+def write_facts() -> None:
+    """Write ``tests/data/ports_page.tsv`` from the page beside the repository."""
+    page = sorted(SEEDS.glob("001_*.txt"))[0].read_text(encoding="utf-8")
+    PORTS_PAGE_FACTS.write_text(facts_text(page), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
-def entries(page: str) -> list[PageEntry]:
-    return list(page_entries(page))
+def page() -> str:
+    """The page's sentences that the matrix quotes, with their sections, as one text."""
+    return "\n".join(
+        f"{fact['section']} | {fact['row']}"
+        for fact in ports_page_facts()
+        if fact["kind"] == "quote"
+    )
+
+
+@pytest.fixture(scope="module")
+def entries() -> list[PageEntry]:
+    return [
+        PageEntry(
+            fact["section"],
+            fact["row"],
+            fact["proto"],
+            _port_value(fact["port"]),
+            fact["client_role"],
+            fact["server_role"],
+            fact["bidirectional"] == "yes",
+            frozenset(int(note) for note in fact["notes"].split(",") if note),
+            fact["alternate"] == "yes",
+        )
+        for fact in ports_page_facts()
+        if fact["kind"] == "row"
+    ]
 
 
 RULES = load_rules()

@@ -26,7 +26,7 @@ import pytest
 from flowaudit.audit import AuditResult, audit
 from flowaudit.flows import build_flow_table
 from flowaudit.pivots import community_id, display_filter
-from tests.conftest import corpus_files
+from tests.conftest import corpus_files, missing
 
 # Community ID test vectors published with the spec (corelight/community-id-spec,
 # BSD-3-Clause): source, licence and layout are in the file.
@@ -233,9 +233,9 @@ def test_display_filters_over_a_capture_set_split_in_two(
     packets in the two files together."""
     source = corpus / "sv_smb_psexec_add_user.pcap"
     if not source.is_file():
-        pytest.skip(f"{source.name} not in the corpus")
+        missing(f"{source.name} in the corpus")
     if shutil.which("editcap") is None:
-        pytest.skip("editcap (Wireshark's) not installed")
+        missing("editcap (Wireshark's, installed with tshark)")
     subprocess.run(
         ["editcap", "-c", "200", str(source), str(tmp_path / "part.pcap")],
         check=True,
@@ -272,7 +272,7 @@ def test_display_filters_over_a_capture_set_split_in_two(
 def test_a_narrowed_finding_names_only_its_flows_community_ids(corpus: Path) -> None:
     path = corpus / "sv_smb2_mixed_windows_lan.pcap"
     if not path.is_file():
-        pytest.skip(f"{path.name} not in the corpus")
+        missing(f"{path.name} in the corpus")
     result = _result(path)
     finding = next(f for f in result.findings if len(set(f.community_ids)) > 1)
     narrowed = replace(finding, flow_ids=finding.flow_ids[:1])

@@ -4,8 +4,8 @@ For the bundled sample and every scenario of ``tests/scenarios/build.py``, tshar
 independent oracle) must find exactly the flows the expectations list, dissect each as the
 protocols the expectations intend (``frame.protocols``), show the facts each flow was built to
 carry (``match``), and report nothing malformed. The expectations themselves are checked for
-shape and for naming real rows of the ports page. ``samples/make_sample.py`` must rebuild the
-committed sample byte for byte.
+shape and for naming real rows of the ports page (its facts in ``tests/data``).
+``samples/make_sample.py`` must rebuild the committed sample byte for byte.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ports_page_facts
 from tests.scenarios.build import SAMPLE_SITE_YAML, SCENARIOS, build, expectations
 
 SCENARIO_NAMES = sorted(SCENARIOS)
-PORTS_PAGE = REPO.parent / "shared" / "seeds" / "001_9f5d0e6b38f4a03c.txt"
 
 FLOW_KEYS = {
     "client",
@@ -270,26 +269,18 @@ def test_expectations_are_well_formed(name: str) -> None:
             )
 
 
-def _page_text() -> str:
-    """The ports page as one line, arrows written as in matrix_section (--> and <-->)."""
-    text = " ".join(PORTS_PAGE.read_text(encoding="utf-8").split())
-    text = text.replace("< -- >", "<-->").replace("-- >", "-->")
-    return text.replace(" |", "")
-
-
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
 def test_matrix_rows_are_rows_of_the_ports_page(name: str) -> None:
-    if not PORTS_PAGE.is_file():
-        pytest.skip(f"no ports page at {PORTS_PAGE}")
-    page = _page_text()
+    # The page's table rows and the sentences the matrix quotes, each under its section (the
+    # facts of the page the project carries, tests/data/ports_page.tsv).
+    on_page = {(fact["section"], fact["row"]) for fact in ports_page_facts()}
+    sections = {section for section, _ in on_page}
     for flow in expectations(name)["flows"]:
         section, row = flow["matrix_section"], flow["matrix_row"]
         if section is None or section in OFF_PAGE_SECTIONS:
             continue
-        start = page.find(section)
-        assert start >= 0, f"{_flow_name(flow)}: no section {section!r} on the page"
-        # The row's description follows its section title (tables are short).
-        assert row in page[start : start + 1500], f"{_flow_name(flow)}: {row!r} not in {section!r}"
+        assert section in sections, f"{_flow_name(flow)}: no section {section!r} on the page"
+        assert (section, row) in on_page, f"{_flow_name(flow)}: {row!r} not in {section!r}"
 
 
 def test_make_sample_rebuilds_the_committed_sample_byte_for_byte(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 The JSON document is the contract of DESIGN.md (``flowaudit/report/v1``); JSONL and CSV are
 views of the same result and compute nothing of their own. Strings from the capture are
-hostile: CSV cells that a spreadsheet would read as a formula are neutralised.
+hostile: CSV cells show control and format characters escaped, as the terminal does, and
+cells that a spreadsheet would read as a formula are neutralised. JSON and JSONL keep the true
+strings: their encoder writes every character outside ASCII as a ``\\u`` escape.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flowaudit.report.conversations import (
     operation_rows,
 )
 from flowaudit.report.flowtable import capture_dicts
+from flowaudit.report.terminal import clean
 
 SCHEMA = "flowaudit/report/v1"
 # The flows' fields but the nested ones, and the rule ids of each flow's findings.
@@ -86,6 +89,10 @@ def write_json(result: AuditResult, out: IO[str], options: ReportOptions | None 
     """The JSON report: the document's fields indented, the elements of its long lists one a
     line."""
     document = report_document(result)
+    # The digest of the content (of the data, not of this layout): `flowaudit verify` checks it
+    from flowaudit.evidence import DIGEST_FIELD, report_digest
+
+    document[DIGEST_FIELD] = report_digest(document)
     encode = json.JSONEncoder(default=str).encode  # one encoder for every element
     out.write("{")
     for number, (name, value) in enumerate(document.items()):
@@ -155,10 +162,17 @@ def write_jsonl(result: AuditResult, out: IO[str], options: ReportOptions | None
 
 
 def csv_cell(value: Any) -> Any:
-    """A cell a spreadsheet will not run: text starting with = + - @ tab or CR is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    """A cell safe to open: text with its control and format characters (C0, C1, bidi
+    overrides) shown escaped, as the terminal shows them (``\\u202e``), and quoted with ``'``
+    when a spreadsheet would read it as a formula (starting with = + - or @; tab and CR, the
+    other starts OWASP names, are escaped by then)."""
+    if type(value) is not str:  # numbers, None, booleans: as they are (the hot path)
+        return value
+    shown = value if value.isprintable() else clean(value)
+    return "'" + shown if shown[:1] in _FORMULA_STARTS else shown
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@")
 
 
 def write_csv(result: AuditResult, out: IO[str], options: ReportOptions | None = None) -> None:
@@ -185,7 +199,12 @@ def write_csv(result: AuditResult, out: IO[str], options: ReportOptions | None =
         return
     findings_of = result.findings_by_flow
     writer.writerow(CSV_FLOW_FIELDS)
-    for flow in result.flows:
-        rules = " ".join(finding.rule for finding in findings_of.get(flow["id"], ()))
-        row = dict(flow, findings=rules)
-        writer.writerow([csv_cell(row[name]) for name in CSV_FLOW_FIELDS])
+    writer.writerows(
+        [
+            csv_cell(" ".join(f.rule for f in findings_of.get(flow["id"], ())))
+            if name == "findings"
+            else csv_cell(flow[name])
+            for name in CSV_FLOW_FIELDS
+        ]
+        for flow in result.flows
+    )

@@ -19,6 +19,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import PurePath
 from typing import IO, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -32,6 +33,7 @@ from flowaudit.report.conversations import account_name, identities_by_host
 from flowaudit.report.flowtable import capture_dicts, endpoint
 from flowaudit.report.terminal import clean, filters_line
 from flowaudit.signatures import load_signatures
+from flowaudit.site import SOURCE_INFERRED
 
 TEMPLATE = "report.html.j2"
 STYLE = "report.css"
@@ -233,6 +235,7 @@ def report_context(result: AuditResult) -> dict[str, Any]:
     facts_by_id = {flow["id"]: flow["facts"] for flow in result.flows}
     findings = [_finding_view(f, rows_by_id, facts_by_id) for f in result.findings]
     return {
+        "title": page_title(result),
         "tool_version": __version__,
         "generated_at": result.generated_at,
         "run_id": result.run_id,
@@ -260,6 +263,27 @@ def report_context(result: AuditResult) -> dict[str, Any]:
         "flows": rows,
         "many_files": many_files,
         "verdict_choices": (UNEXPECTED, EXPECTED, UNKNOWN_VERDICT, PLAINTEXT),
+    }
+
+
+def captures_label(paths: Sequence[str]) -> str:
+    """The captures by file name, as a title names them: the first two and how many more."""
+    names = [PurePath(path).name or path for path in paths]
+    if len(names) > 3:
+        return f"{names[0]}, {names[1]} and {len(names) - 2} more"
+    return ", ".join(names) or "no capture"
+
+
+def page_title(result: AuditResult) -> dict[str, str | None]:
+    """What the page is about, for its <title> and heading: the site (by name, else by its
+    file; None when roles were inferred) and the captures."""
+    site = result.site
+    site_label = None
+    if site.source != SOURCE_INFERRED:
+        site_label = site.name or (PurePath(site.path).name if site.path else "(unnamed)")
+    return {
+        "site": site_label,
+        "captures": captures_label([info.path for info in result.captures]),
     }
 
 

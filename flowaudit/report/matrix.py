@@ -1,4 +1,5 @@
-"""Write the matrix in force (``flowaudit matrix``): JSON, CSV or a terminal table.
+"""Write the matrix in force (``flowaudit matrix``): JSON, CSV or a terminal table, and the
+roles it names (in the table and in JSON).
 
 With a site file the alternate ports it names replace the documented ones, and the reverse
 direction of a note-5 pair (site system to site server) lists the site systems the site file
@@ -9,10 +10,20 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from typing import IO, Any
 
 from flowaudit.audit import site_system_to_site_server
-from flowaudit.matrix import load_rules, rules_in_force
+from flowaudit.matrix import (
+    ANY_ROLE,
+    CLIENT_ROLES,
+    PEER_ROLES,
+    ROLES,
+    SITE_SYSTEM_ROLES,
+    load_rules,
+    rules_in_force,
+)
+from flowaudit.report.terminal import plain_table
 from flowaudit.signatures import ports_text
 
 FIELDS = (
@@ -43,10 +54,48 @@ def matrix_rows(site_path: str | None) -> list[dict[str, Any]]:
     return rows
 
 
+# What each role a site file may name is, in a few words (``flowaudit matrix`` lists them).
+ROLE_KINDS = {
+    "site-server": "the site server",
+    "internet": "peer: a public address outside every role (not named in a site file)",
+    "console": "administrator's console",
+    "out-of-band-management-console": "administrator's console",
+    "amt-management-controller": "managed hardware (Intel AMT)",
+    "cloud-based-distribution-point": "cloud service",
+}
+
+
+def role_kind(role: str) -> str:
+    if role in ROLE_KINDS:
+        return ROLE_KINDS[role]
+    if role in SITE_SYSTEM_ROLES:
+        return "site system"
+    if role in CLIENT_ROLES:
+        return "ConfigMgr client"
+    if role in PEER_ROLES:
+        return "peer of the site: judged only against a site role"
+    return "other host"
+
+
+def role_rows(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every role of the matrix: what it is, and how many rules in force name it as client and
+    as server (rules of ``any`` host, the Windows Server rows, apply to each as well)."""
+    return [
+        {
+            "role": role,
+            "kind": role_kind(role),
+            "client_rules": sum(rule["client_role"] == role for rule in rules),
+            "server_rules": sum(rule["server_role"] == role for rule in rules),
+        }
+        for role in ROLES
+    ]
+
+
 def write_matrix(site_path: str | None, fmt: str, out: IO[str]) -> None:
     rows = matrix_rows(site_path)
+    roles = role_rows(rows)
     if fmt == "json":
-        json.dump({"rules": rows}, out, indent=1)
+        json.dump({"rules": rows, "roles": roles}, out, indent=1)
         out.write("\n")
         return
     if fmt == "csv":
@@ -55,22 +104,40 @@ def write_matrix(site_path: str | None, fmt: str, out: IO[str]) -> None:
         for row in rows:
             writer.writerow([ports_text(row[k]) if k == "ports" else row[k] for k in FIELDS])
         return
-    from rich.console import Console
-    from rich.table import Table
+    # Plain fixed-width tables, as wide as their cells (a terminal may fold long lines, but
+    # no cell is ever wrapped or cut): grep finds every rule id and role.
+    _write_table(
+        out,
+        ("id", "client role", "server role", "proto", "ports", "service", "<-->"),
+        [
+            (
+                row["id"],
+                row["client_role"],
+                row["server_role"],
+                row["proto"],
+                ports_text(row["ports"]),
+                row["service"],
+                "yes" if row["bidirectional"] else "",
+            )
+            for row in rows
+        ],
+    )
+    out.write(f"{len(rows)} rules\n\n")
+    _write_table(
+        out,
+        ("role", "what it is", "rules as client", "rules as server"),
+        [
+            (role["role"], role["kind"], str(role["client_rules"]), str(role["server_rules"]))
+            for role in roles
+        ],
+        right=("rules as client", "rules as server"),
+    )
+    anywhere = sum(ANY_ROLE in (row["client_role"], row["server_role"]) for row in rows)
+    out.write(f"{len(roles)} roles; {anywhere} rules more are between any hosts (role any)\n")
 
-    console = Console(file=out, highlight=False, width=None if out.isatty() else 200)
-    view = Table(box=None, pad_edge=False)
-    for title in ("id", "client role", "server role", "proto", "ports", "service", "<-->"):
-        view.add_column(title, overflow="fold")
-    for row in rows:
-        view.add_row(
-            row["id"],
-            row["client_role"],
-            row["server_role"],
-            row["proto"],
-            ports_text(row["ports"]),
-            row["service"],
-            "yes" if row["bidirectional"] else "",
-        )
-    console.print(view)
-    console.print(f"{len(rows)} rules", markup=False)
+
+def _write_table(
+    out: IO[str], headers: Sequence[str], cells: Sequence[Sequence[str]], right: Sequence[str] = ()
+) -> None:
+    for line in plain_table(headers, cells, right=right):
+        out.write(line + "\n")

@@ -183,10 +183,7 @@ def test_tds8_strict_bytes_are_tls_too() -> None:
     assert tls.parse(STRICT_CLIENT, STRICT_SERVER) is not None
     from flowaudit import dissect
 
-    try:
-        protocol, facts = dissect.dissect("tcp", STRICT_CLIENT, STRICT_SERVER)
-    except ImportError:
-        pytest.skip("not every dissector module is written yet")
+    protocol, facts = dissect.dissect("tcp", STRICT_CLIENT, STRICT_SERVER)
     assert protocol == "tds" and facts["tds8_strict"] is True
 
 

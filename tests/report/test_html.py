@@ -8,7 +8,6 @@ import base64
 import hashlib
 import io
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -272,8 +271,47 @@ def test_header_names_every_input(site_result: AuditResult, tmp_path: Path) -> N
 def test_inferred_roles_are_said_so(tmp_path: Path) -> None:
     result = audit_folder(capture_folder(tmp_path, hostile=False), site=False)
     page = parse(html_of(result)).root
-    assert page.find_all("h1")[0].text() == "Roles inferred from traffic"
+    assert "roles inferred from traffic" in page.find_all("header")[0].text()
     assert "No site file: roles inferred from traffic" in page.by_id("inputs").text()
+
+
+def test_title_and_heading_name_the_captures_and_the_site(tmp_path: Path) -> None:
+    result = audit_folder(capture_folder(tmp_path, hostile=False), site=False)
+    page = parse(html_of(result)).root
+    # without a site file: the capture, by its file name
+    assert page.find_all("title")[0].text() == f"flowaudit report: site.pcap, {result.generated_at}"
+    assert page.find_all("h1")[0].text() == "site.pcap"
+    result = audit_folder(tmp_path)
+    page = parse(html_of(result)).root
+    assert page.find_all("title")[0].text() == (
+        f"flowaudit report: site PS1, site.pcap, {result.generated_at}"
+    )
+    assert page.find_all("h1")[0].text() == "Site PS1: site.pcap"
+    # a site file without a site code is named by its file; many captures by the first two
+    result.site.name = None
+    result.captures = [replace(result.captures[0], path=f"/x/part{n}.pcap") for n in range(5)]
+    title = parse(html_of(result)).root.find_all("title")[0].text()
+    assert title.startswith("flowaudit report: site site.yaml, part0.pcap, part1.pcap and 3 more")
+
+
+def test_counts_of_none_raise_no_alarm(tmp_path: Path) -> None:
+    # one flow the matrix allows, over TLS: no unexpected flow, no finding
+    packets = tcp_session(CLIENT, MP, 50001, 443, [("c", tls.tls_client_hello("mp01"))])
+    write_capture(tmp_path / "site.pcap", packets)
+    (tmp_path / "site.yaml").write_text(SITE_YAML)
+    result = audit_folder(tmp_path)
+    assert result.summary()["verdicts"] == {"expected": 1, "unexpected": 0, "unknown": 0}
+    assert not result.findings
+    cards = parse(html_of(result)).root.by_id("summary")
+    chips = {chip.text(): chip.classes for chip in cards.find_all("span", "chip")}
+    assert chips == {
+        "1 expected": {"chip", "expected"},
+        "0 unexpected": {"chip", "zero"},  # grey, not the red of an unexpected flow
+        "0 unknown": {"chip", "zero"},
+    }
+    assert not [card for card in cards.find_all("div", "card") if "card-alert" in card.classes]
+    assert not cards.find_all("span", "badge")  # no severity badge at all
+    assert [node.text() for node in cards.find_all("span", "ok")] == ["none"]
 
 
 def test_role_matrix_has_a_cell_for_each_communication(site_result: AuditResult) -> None:
@@ -431,7 +469,7 @@ def test_cli_writes_the_html_report(tmp_path: Path) -> None:
         standalone_mode=False,
         catch_exceptions=False,
     )
-    assert result.exit_code == 0 and result.output == ""
+    assert result.exit_code == 0 and result.stdout == ""  # the report went to the file
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert 'id="flow-table"' in page
@@ -491,7 +529,8 @@ def test_content_security_policy_allows_only_the_pages_own_blocks(hostile_html: 
 
 
 def test_thirty_thousand_flows_stay_lean(site_result: AuditResult) -> None:
-    """A big capture: one lean <tr> per flow, and the page still written in seconds."""
+    """A big capture: one lean <tr> per flow (how fast it is written is the benchmark's to
+    measure)."""
     count = 30_000
     columns = site_result.flow_columns
     base = len(columns["id"])
@@ -505,12 +544,9 @@ def test_thirty_thousand_flows_stay_lean(site_result: AuditResult) -> None:
     ]  # (text: the result's records keep what they are given)
     big_columns["last_seen"] = big_columns["first_seen"]
     big = replace(site_result, flow_columns=big_columns)
-    started = time.perf_counter()
     page = html_of(big)
-    elapsed = time.perf_counter() - started
     table = page[page.index('id="flow-table"') :]
     assert table.count('<tr id="flow-') == count
     # (each row offers its Wireshark filter to copy: about 230 of these bytes, both directions
     # of the flow spelled out so that the filter selects its frames exactly)
     assert len(page.encode()) / count < 800, len(page.encode()) / count
-    assert elapsed < 30, elapsed

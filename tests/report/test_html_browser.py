@@ -8,6 +8,7 @@ README's picture, docs/html-report.png).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,15 +23,23 @@ from flowaudit.flows import build_flow_table
 from flowaudit.site import load_site
 from tests.conftest import REPO
 from tests.report.test_html import (
+    CLIENT,
+    DP,
     HOSTILE_PATH,
     HOSTILE_SNI,
+    MP,
+    OUTSIDER,
+    SITE_SERVER,
     Node,
     audit_folder,
     capture_folder,
     hostile_report,
     html_of,
     parse,
+    site_packets,
 )
+from tests.scapy_flows import write_capture
+from tests.test_cli_analyze import SITE_YAML
 
 CHROMIUM_TIMEOUT = 60  # seconds
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -215,3 +224,69 @@ def test_clicking_a_header_sorts(
     assert clients == sorted(
         clients, key=lambda end: tuple(int(part) for part in end.replace(":", ".").split("."))
     )
+
+
+# What the address filter test adds to the page's script: each pattern typed into the filter
+# (applied as the verdict control applies it), and the ids of the rows left shown on <body>.
+FILTER_PATTERNS = """
+const search = document.getElementById("flow-filter");
+const verdict = document.getElementById("flow-verdict");
+const shown = {};
+for (const pattern of PATTERNS) {
+  search.value = pattern;
+  verdict.dispatchEvent(new Event("change"));
+  shown[pattern] = Array.from(
+    document.querySelectorAll("#flow-table tbody tr:not([hidden])"),
+    (row) => row.id.slice(5),
+  ).join(",");
+}
+document.body.dataset.shown = JSON.stringify(shown);
+"""
+
+
+def test_address_filter_matches_exact_prefix_and_network(
+    chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from flowaudit.report import html
+
+    ipv6 = Ether() / IPv6(src="fd00::21", dst="fd00:0:0:1::12") / UDP(sport=50010, dport=9999)
+    ipv6.time = 1_700_000_020.0
+    write_capture(tmp_path / "site.pcap", [*site_packets(), ipv6])
+    (tmp_path / "site.yaml").write_text(SITE_YAML)
+    result = audit_folder(tmp_path)
+    ends = {flow["id"]: (flow["client"], flow["server"]) for flow in result.flows}
+    assert len(ends) == 5
+    patterns = {
+        # pattern: the addresses it must find (every flow with one of them at an end)
+        "host:10.10.0.13": {DP},  # exact
+        "host:10.10.0.1": set(),  # exact: neither 10.10.0.10, .12 nor .13
+        '"10.10.0.10"': {SITE_SERVER},
+        "host:10.10.1.": {CLIENT},  # a prefix
+        "host:10.10.1": {CLIENT},  # fewer than four parts: a prefix of whole parts
+        "host:10.10.0.8/30": {SITE_SERVER, OUTSIDER},  # .8 to .11
+        "host:10.10.0.0/16": {CLIENT, MP, DP, SITE_SERVER, OUTSIDER} - {CLIENT},
+        "host:fd00::/64": {"fd00::21"},
+        "host:fd00::/48": {"fd00::21", "fd00:0:0:1::12"},
+        "host:fd00:0::21": {"fd00::21"},  # the same address, written otherwise
+        "host:FD00:": {"fd00::21", "fd00:0:0:1::12"},
+    }
+    expected = {
+        pattern: ",".join(str(flow_id) for flow_id, pair in ends.items() if wanted & {*pair})
+        for pattern, wanted in patterns.items()
+    }
+    page_block = html._static_block
+    typed = FILTER_PATTERNS.replace("PATTERNS", json.dumps(list(patterns)))
+
+    def with_patterns(environment: Any, name: str, closing_tag: str) -> str:
+        text = page_block(environment, name, closing_tag)
+        return text + typed if name == html.SCRIPT else text
+
+    monkeypatch.setattr(html, "_static_block", with_patterns)
+    page = tmp_path / "filtered.html"
+    page.write_text(html_of(result), encoding="utf-8")
+    body = dumped_dom(chromium, tmp_path / "profile", page.as_uri()).find_all("body")[0]
+    assert json.loads(body.attrs["data-shown"] or "{}") == expected

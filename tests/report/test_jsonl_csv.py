@@ -3,6 +3,7 @@ SHA-256) and CSV (round-trips through ``csv.reader``, formula cells neutralised)
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -17,9 +18,10 @@ from flowaudit.flows import build_flow_table
 from flowaudit.report import ReportOptions
 from flowaudit.report.audit import CSV_FINDING_FIELDS, CSV_FLOW_FIELDS, csv_cell, write_csv
 from flowaudit.site import load_site
-from tests.protobytes import tls
+from tests.protobytes import http, tls
 from tests.sample import SAMPLE, SITE, invoke
 from tests.scapy_flows import tcp_session, write_capture
+from tests.test_cli_analyze import SITE_YAML
 
 
 def _run(*args: str) -> str:
@@ -95,10 +97,22 @@ def test_csv_flows_and_findings_round_trip() -> None:
         assert row["fingerprint"] == finding["fingerprint"]
 
 
-@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
-def test_formula_cells_are_neutralised(start: str) -> None:
+# How a cell that starts like a formula is shown: quoted; tab and CR are escaped instead.
+FORMULA_STARTS = [
+    ("=", "'="),
+    ("+", "'+"),
+    ("-", "'-"),
+    ("@", "'@"),
+    ("\t", "\\x09"),
+    ("\r", "\\x0d"),
+]
+
+
+@pytest.mark.parametrize(("start", "shown"), FORMULA_STARTS)
+def test_formula_cells_are_neutralised(start: str, shown: str) -> None:
     hostile = f'{start}HYPERLINK("http://evil","x")'
-    assert csv_cell(hostile) == "'" + hostile
+    guarded = shown + hostile[1:]
+    assert csv_cell(hostile) == guarded
     assert csv_cell("10.10.0.12") == "10.10.0.12" and csv_cell(-1) == -1
     table = build_flow_table([str(SAMPLE)], FlowConfig())
     result = audit(table, load_site(SITE))
@@ -109,5 +123,50 @@ def test_formula_cells_are_neutralised(start: str) -> None:
     row = dict(
         zip(CSV_FINDING_FIELDS, list(csv.reader(io.StringIO(out.getvalue())))[1], strict=True)
     )
-    assert row["detail"] == "'" + hostile
-    assert row["accepted"] == "'" + hostile
+    assert row["detail"] == guarded
+    assert row["accepted"] == guarded
+
+
+def test_flows_csv_guards_cells_as_analyze_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a capture whose name is a formula (and carries a bidi override), and a payload whose
+    # base64 starts with "+"
+    name = '=HYPERLINK("evil")\u202e.pcap'
+    payload = b"\xf8 first bytes"
+    write_capture(
+        tmp_path / name, tcp_session("10.10.1.21", "10.10.0.12", 50001, 80, [("c", payload)])
+    )
+    monkeypatch.chdir(tmp_path)
+    done = invoke("flows", name, "--format", "csv", "--payload")
+    (row,) = csv.DictReader(io.StringIO(done.stdout))
+    assert row["first_file"] == row["last_file"] == '\'=HYPERLINK("evil")\\u202e.pcap'
+    encoded = base64.b64encode(payload).decode()
+    assert encoded.startswith("+") and row["c2s_payload"] == "'" + encoded
+    assert base64.b64decode(row["c2s_payload"]) == payload  # the decoder skips the quote
+    assert (row["client"], row["server_port"], row["packets"]) == ("10.10.1.21", "80", "7")
+
+
+def test_control_characters_are_escaped_in_csv_and_kept_in_json(tmp_path: Path) -> None:
+    # an HTTP path with a right-to-left override and a C1 control (NEL), as UTF-8 on the wire
+    path = "/ccm_system/request?gpj.\u202eexe\u0085"
+    request = http.http_request("CCM_POST", path.encode().decode("latin-1"), (("Host", "mp"),))
+    capture = write_capture(
+        tmp_path / "c.pcap",
+        tcp_session("10.10.1.21", "10.10.0.12", 50002, 80, [("c", request)]),
+    )
+    (tmp_path / "site.yaml").write_text(SITE_YAML)
+    args = (str(capture), "--site", str(tmp_path / "site.yaml"))
+    text = _run(*args, "--format", "csv", "--table", "findings")
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert row["rule"] == "plaintext-http"
+    assert "/ccm_system/request?gpj.\\u202eexe\\x85 in clear text" in row["detail"]
+    assert "\u202e" not in text and "\u0085" not in text
+    flows = _run(*args, "--format", "csv")
+    assert "\u202e" not in flows and "\u0085" not in flows
+    # JSON and JSONL keep the true string, written as JSON escapes (ASCII only)
+    for fmt in ("json", "jsonl"):
+        written = _run(*args, "--format", fmt)
+        assert written.isascii() and "\\u202e" in written
+    (finding,) = _json(*args)["findings"]
+    assert path in finding["detail"]

@@ -21,6 +21,7 @@ import pytest
 import flowaudit.stream
 from flowaudit.stream import kerberos
 from flowaudit.stream.base import At, Record
+from tests.conftest import corpus_dir
 from tests.protobytes import kerberos as pb
 from tests.protobytes.ldap import integer, octets, sequence, tlv
 
@@ -360,7 +361,7 @@ _FIELDS = [
 
 
 def capture_paths() -> list[Path]:
-    folder = Path(os.environ.get("FLOWAUDIT_CORPUS", "/work/shared/corpus"))
+    folder = corpus_dir()
     if not folder.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"no corpus at {folder}")

@@ -25,9 +25,11 @@
     return texts;
   };
 
-  // Exact addresses: a term host:ADDR or "ADDR" matches a row whose client or server address
-  // (the cells under a header of data-type "address", port left out) is ADDR, no more
-  // (10.0.0.1 is not 10.0.0.10); any other term matches anywhere in the row.
+  // Address terms: host:ADDR or "ADDR" matches a row whose client or server address (the
+  // cells under a header of data-type "address", port left out) is ADDR, no more (10.0.0.1 is
+  // not 10.0.0.10); host:10.0.0. or host:10.0.0 (fewer than four parts) every address that
+  // begins so (10.0.0.5, not 10.0.0x); host:10.0.0.0/24 or host:fd00::/64 every address in the
+  // network. Any other term matches anywhere in the row.
   const addressColumns = Array.from(table.tHead.rows[0].cells)
     .filter((cell) => {
       const button = cell.querySelector("button");
@@ -52,27 +54,94 @@
     }
     return addresses;
   };
+  // An address as its bytes (4 for IPv4, 16 for IPv6), or null for anything else.
+  const ipv4Bytes = (text) => {
+    const parts = text.split(".");
+    const valid = parts.length === 4 && parts.every((part) => /^\d{1,3}$/.test(part));
+    return valid && parts.every((part) => +part < 256) ? parts.map(Number) : null;
+  };
+  const ipv6Bytes = (text) => {
+    const halves = text.split("::");
+    if (!text.includes(":") || halves.length > 2) {
+      return null;
+    }
+    const groups = (half) =>
+      (half === "" ? [] : half.split(":")).flatMap((group) => {
+        const ipv4 = group.includes(".") ? ipv4Bytes(group) : null; // ::ffff:10.0.0.5
+        const words = ipv4 ? [ipv4[0] * 256 + ipv4[1], ipv4[2] * 256 + ipv4[3]] : null;
+        return words ? words.map((word) => word.toString(16)) : [group];
+      });
+    const left = groups(halves[0]);
+    const right = halves.length === 2 ? groups(halves[1]) : [];
+    const missing = 8 - left.length - right.length;
+    if (halves.length === 2 ? missing < 1 : missing !== 0) {
+      return null;
+    }
+    const words = [...left, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...right];
+    if (!words.every((word) => /^[0-9a-f]{1,4}$/.test(word))) {
+      return null;
+    }
+    return words.flatMap((word) => [parseInt(word, 16) >> 8, parseInt(word, 16) & 255]);
+  };
+  const bytesOf = (text) => ipv4Bytes(text) || ipv6Bytes(text);
+  const sameBits = (one, other, bits) =>
+    one.length === other.length &&
+    one.every((byte, index) => {
+      const kept = Math.max(0, Math.min(8, bits - 8 * index));
+      const mask = (0xff << (8 - kept)) & 0xff;
+      return (byte & mask) === (other[index] & mask);
+    });
+  // What an address term matches: a test of one address.
+  const addressMatcher = (pattern) => {
+    const network = /^(.+)\/(\d{1,3})$/.exec(pattern);
+    if (network) {
+      const base = bytesOf(network[1]);
+      const bits = Number(network[2]);
+      if (base === null || bits > base.length * 8) {
+        return () => false;
+      }
+      return (address) => {
+        const bytes = bytesOf(address);
+        return bytes !== null && sameBits(bytes, base, bits);
+      };
+    }
+    if (/[.:]$/.test(pattern) || /^\d{1,3}(\.\d{1,3}){0,2}$/.test(pattern)) {
+      const prefix = /[.:]$/.test(pattern) ? pattern : `${pattern}.`;
+      return (address) => address.startsWith(prefix);
+    }
+    const exact = bytesOf(pattern); // fd00::5 is fd00:0::5
+    return (address) => {
+      if (exact === null) {
+        return address === pattern;
+      }
+      const bytes = bytesOf(address);
+      return bytes !== null && sameBits(bytes, exact, exact.length * 8);
+    };
+  };
   const parseTerm = (term) => {
     const host = /^host:(.+)$/.exec(term);
-    if (host) {
-      return { exact: true, value: host[1].replace(/^"(.*)"$/, "$1") };
-    }
     const quoted = /^"(.+)"$/.exec(term);
-    return quoted ? { exact: true, value: quoted[1] } : { exact: false, value: term };
+    if (host || quoted) {
+      const value = host ? host[1].replace(/^"(.*)"$/, "$1") : quoted[1];
+      return { address: addressMatcher(value), value };
+    }
+    return { address: null, value: term };
   };
 
   const apply = () => {
     const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean).map(parseTerm);
     const wanted = verdict.value;
-    const all = terms.some((term) => !term.exact) ? rowTexts() : null;
-    const ends = terms.some((term) => term.exact) ? rowAddresses() : null;
+    const all = terms.some((term) => term.address === null) ? rowTexts() : null;
+    const ends = terms.some((term) => term.address !== null) ? rowAddresses() : null;
     let shown = 0;
     rows.forEach((row, index) => {
       const visible =
         (!wanted || row.classList.contains(wanted)) &&
         (onlyIds === null || onlyIds.has(row.id)) &&
         terms.every((term) =>
-          term.exact ? ends[index].includes(term.value) : all[index].includes(term.value),
+          term.address !== null
+            ? ends[index].some(term.address)
+            : all[index].includes(term.value),
         );
       row.hidden = !visible;
       if (visible) {
