@@ -16,6 +16,7 @@ import mmap
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -569,8 +570,9 @@ def _fold(s: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 def _records(
     p: Packets, f: Flows, sel: slice, fill: U8, fill_byte: int | None, resp_kind: I64
-) -> tuple[U8, int]:
-    """Bytes of the pcap records of packets[sel] (pcap record header + frame).
+) -> tuple[U8, int, I64]:
+    """Bytes of the pcap records of packets[sel] (pcap record header + frame), the frame
+    bytes, and where in those bytes each packet's transport payload starts.
 
     TCP/UDP checksums are computed when the payload is a constant fill (``fill_byte``); with
     random payload they are left zero (as with checksum offload).  IPv4 header checksums are
@@ -680,7 +682,12 @@ def _records(
             )
             buf[idx] = 0
         buf[off[m][:, None] + np.arange(width)] = rows
-    return buf, int(frame.sum())
+    return buf, int(frame.sum()), off + 16 + l2len + l3len + l4len
+
+
+Prefixes = Callable[[Flows, "Packets"], tuple[I64, I64, U8]]
+_NONE = np.zeros(0, dtype=np.int64)
+_NO_U8 = np.zeros(0, dtype=np.uint8)
 
 
 def truth_path(capture: Path) -> Path:
@@ -696,14 +703,22 @@ def generate(
     span_s: float = 900.0,
     fill: str = "ff",
     verbose: bool = True,
+    prefixes: Prefixes | None = None,
 ) -> dict[str, Any]:
-    """Write the capture and its sidecar; return the ground truth."""
+    """Write the capture and its sidecar; return the ground truth.
+
+    ``prefixes(flows, packets)``, if given, says which bytes open some packets' payloads
+    (over the fill): packet indices (ascending, in time order), the length of each prefix (at
+    most the packet's payload) and the prefixes' bytes, one after the other.
+    """
     t_start = time.perf_counter()
     if flows is None:
         flows = max(10, round(packets * 30_000 / 2_000_000))
     rng = np.random.default_rng(seed)
     f = plan_flows(rng, packets, flows, span_s)
     p = build_packets(rng, f)
+    prefixed, prefix_len, prefix_bytes = prefixes(f, p) if prefixes else (_NONE, _NONE, _NO_U8)
+    prefix_at = np.concatenate([[0], np.cumsum(prefix_len)]).astype(np.int64)
     t_plan = time.perf_counter() - t_start
 
     fill_byte = {"zero": 0, "ff": 0xFF}.get(fill)
@@ -721,8 +736,14 @@ def generate(
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, 1))
         for a in range(0, packets, CHUNK_PACKETS):
             chunk = slice(a, min(packets, a + CHUNK_PACKETS))
-            buf, fb = _records(p, f, chunk, pool, fill_byte, resp_kind)
+            buf, fb, payload_at = _records(p, f, chunk, pool, fill_byte, resp_kind)
             frame_bytes += fb
+            lo, hi = np.searchsorted(prefixed, [chunk.start, chunk.stop])
+            if hi > lo:
+                lengths = prefix_len[lo:hi]
+                dest = np.repeat(payload_at[prefixed[lo:hi] - chunk.start], lengths)
+                dest += np.arange(dest.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+                buf[dest] = prefix_bytes[prefix_at[lo] : prefix_at[hi]]
             buf.tofile(fh)
     tmp.replace(out)
     elapsed = time.perf_counter() - t_start

@@ -91,6 +91,8 @@ _FLOOR_IPV4 = 0x09
 # as NUL-terminated UTF-16LE; "HOST[port]" names the port ([MS-DCOM] 2.2.19.3, 3.2.4.1.1).
 _TCP_STRING_BINDING = re.compile(rb"\x07\x00((?:[\x21-\x7e]\x00){3,256})\x00\x00")
 _HOST_PORT = re.compile(r"([^\[\]]{1,255})\[(\d{1,5})\]")
+# epm_towers: tower_length (4 bytes), then a floor count of 3 to 8 (2 bytes, little-endian).
+_TOWER_START = re.compile(rb"(?=.{4}[\x03-\x08]\x00)", re.DOTALL)
 
 
 ByteOrder = Literal["big", "little"]
@@ -234,7 +236,7 @@ def _stub(pdu: _Pdu) -> bytes:
     return pdu.data[start : max(start, pdu.stub_end())]
 
 
-def _floors(tower: bytes, count: int) -> tuple[int | None, str | None] | None:
+def _floors(tower: bytes | memoryview, count: int) -> tuple[int | None, str | None] | None:
     """(TCP port, IPv4 address) of a tower's floors, or None if they do not fill it exactly.
 
     [C706] appendix L: each floor is lhs byte count (2, little-endian), lhs (protocol id
@@ -260,7 +262,7 @@ def _floors(tower: bytes, count: int) -> tuple[int | None, str | None] | None:
         if lhs[0] == _FLOOR_TCP_PORT and rhs_length == 2:
             port = int.from_bytes(rhs, "big")
         elif lhs[0] == _FLOOR_IPV4 and rhs_length == 4:
-            address = str(ipaddress.IPv4Address(rhs))
+            address = str(ipaddress.IPv4Address(bytes(rhs)))
     if at != len(tower):
         return None
     return port, address
@@ -276,11 +278,14 @@ def epm_towers(stub: bytes) -> list[tuple[str | None, int]]:
     """
     found: list[tuple[str | None, int]] = []
     at = 0
-    while at + 6 <= len(stub):
+    # Only where a floor count of 3-8 follows four bytes can a tower start: the search finds
+    # those places (in C), so random bytes cost no Python per byte.
+    while (candidate := _TOWER_START.search(stub, at)) is not None:
+        at = candidate.start()
         length = int.from_bytes(stub[at : at + 4], "little")
-        count = int.from_bytes(stub[at + 4 : at + 6], "little")
-        if 3 <= count <= 8 and 2 + 6 * count <= length <= len(stub) - at - 4:
-            floors = _floors(stub[at + 6 : at + 4 + length], count)
+        count = stub[at + 4]
+        if 2 + 6 * count <= length <= len(stub) - at - 4:
+            floors = _floors(memoryview(stub)[at + 6 : at + 4 + length], count)
             if floors is not None:
                 port, address = floors
                 if port:

@@ -143,6 +143,7 @@ DUID_UUID_LENGTH = 18  # RFC 6355 4
 PXE_VENDOR_PREFIX = "PXEClient"  # PXE 2.1 table 2-1 (and RFC 5970 3.2 for DHCPv6)
 # PXE 2.1 table 2-1: the class identifier embeds option 93 as five decimal digits.
 _ARCH_IN_VENDOR_CLASS = re.compile(r"^PXEClient:Arch:(\d{5})(?::|$)")
+_NOT_PAD = re.compile(rb"[^\x00]")  # the next octet that is not a Pad option (RFC 2132 3.1)
 
 
 @dataclass
@@ -188,11 +189,24 @@ def _v4_options(data: bytes, start: int, stop: int, options: dict[int, bytes]) -
     RFC 3396: several instances of one code are one option, their data concatenated. An option
     cut by ``stop`` is left out.
     """
+    pieces: dict[int, list[bytes]] = {}  # joined once at the end: no copy per instance
+    end = _v4_option_pieces(data, start, stop, pieces)
+    for code, parts in pieces.items():
+        options[code] = options.get(code, b"") + b"".join(parts)
+    return end
+
+
+def _v4_option_pieces(
+    data: bytes, start: int, stop: int, pieces: dict[int, list[bytes]]
+) -> int | None:
     pos = start
     while pos < stop:
         code = data[pos]
-        if code == OPTION_PAD:
-            pos += 1
+        if code == OPTION_PAD:  # a run of Pad options is passed over in one search
+            found = _NOT_PAD.search(data, pos, stop)
+            if found is None:
+                return None
+            pos = found.start()
             continue
         if code == OPTION_END:
             return pos + 1
@@ -201,7 +215,7 @@ def _v4_options(data: bytes, start: int, stop: int, options: dict[int, bytes]) -
         end = pos + 2 + data[pos + 1]
         if end > stop:
             return None
-        options[code] = options.get(code, b"") + data[pos + 2 : end]
+        pieces.setdefault(code, []).append(data[pos + 2 : end])
         pos = end
     return None
 

@@ -8,6 +8,7 @@ encrypted, and TREE_CONNECT requests name the shares the client opens.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROTOCOL = "smb"
@@ -25,6 +26,9 @@ MAGICS = (SMB1_MAGIC, SMB2_MAGIC, TRANSFORM_MAGIC, COMPRESSION_MAGIC)
 _SESSION_MESSAGE = 0x00
 _SESSION_SETUP = frozenset({0x81, 0x82, 0x83, 0x84})
 _KEEP_ALIVE = 0x85
+# The first UTF-16 NUL at an even offset: what comes before it is the string.
+_UTF16_END = re.compile(rb"(?:..)*?\x00\x00", re.DOTALL)
+_KEEP_ALIVES = re.compile(rb"(?:\x85\x00\x00\x00)+")  # RFC 1002 4.3.7, no payload
 _MAX_COMPOUND = 64  # headers followed along one compound chain
 _MAX_TEXT = 256
 _MAX_SHARES = 32
@@ -96,6 +100,9 @@ def session_messages(stream: bytes) -> list[bytes]:
     offset = 0
     while offset + 4 <= len(stream):  # each turn moves on by at least the 4-byte header
         kind = stream[offset]
+        if kind == _KEEP_ALIVE and (run := _KEEP_ALIVES.match(stream, offset)):
+            offset = run.end()  # a run of them in one step
+            continue
         length = int.from_bytes(stream[offset + 1 : offset + 4], "big")
         if kind == _SESSION_MESSAGE:
             body = stream[offset + 4 : offset + 4 + length]
@@ -273,9 +280,9 @@ class _Facts:
         if flags2 & _SMB1_FLAGS2_UNICODE:
             at += at % 2
             raw = message[at:]
-            end = next((k for k in range(0, len(raw) - 1, 2) if raw[k : k + 2] == b"\0\0"), -1)
-            if end >= 0:
-                self._tree(_text(raw[:end], "utf-16-le"))
+            found = _UTF16_END.match(raw)
+            if found is not None:
+                self._tree(_text(raw[: found.end() - 2], "utf-16-le"))
         else:
             raw = message[at:]
             end = raw.find(b"\x00")

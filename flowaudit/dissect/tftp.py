@@ -15,6 +15,7 @@ text, OACK of well-formed pairs; the classifier ties such a flow to its request 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROTOCOL = "tftp"
@@ -33,6 +34,10 @@ FIRST_BLOCK = 1
 FIRST_ACKS = (0, 1)  # 0 answers a WRQ or an OACK (RFC 1350 4, RFC 2347), 1 the first DATA
 MAX_ERROR_CODE = 8  # RFC 1350 appendix 0..7, RFC 2347 8 (option negotiation refused)
 MAX_OPTIONS = 32
+# Octets a netascii string may not hold (controls and DEL; NUL ends the string), and the same
+# with tab, CR and LF allowed, as in an error message: found in one search, not octet by octet.
+_NOT_NETASCII = re.compile(rb"[\x01-\x1f\x7f]")
+_NOT_NETASCII_TEXT = re.compile(rb"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _string(data: bytes, pos: int, *, line_breaks: bool = False) -> tuple[bytes, int] | None:
@@ -44,11 +49,9 @@ def _string(data: bytes, pos: int, *, line_breaks: bool = False) -> tuple[bytes,
     end = data.find(b"\x00", pos)
     if end < 0:
         return None
-    raw = data[pos:end]
-    allowed_controls = b"\t\r\n" if line_breaks else b""
-    if any((octet < 0x20 and octet not in allowed_controls) or octet == 0x7F for octet in raw):
+    if (_NOT_NETASCII_TEXT if line_breaks else _NOT_NETASCII).search(data, pos, end):
         return None
-    return raw, end + 1
+    return data[pos:end], end + 1
 
 
 def _text(raw: bytes) -> str:
@@ -63,7 +66,9 @@ def _options(data: bytes, pos: int, *, strict: bool) -> dict[str, str] | None:
     with ``strict`` (an OACK, which has nothing else to show for itself) they must all be whole.
     """
     options: dict[str, str] = {}
-    while pos < len(data) and data[pos] != 0 and len(options) < MAX_OPTIONS:
+    pairs = 0  # read, a name given twice included: the bound holds for any bytes
+    while pos < len(data) and data[pos] != 0 and pairs < MAX_OPTIONS:
+        pairs += 1
         name = _string(data, pos)
         value = None if name is None else _string(data, name[1])
         if name is None or value is None:

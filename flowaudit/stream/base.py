@@ -27,6 +27,8 @@ MAX_OPERATIONS = 256
 MAX_IDENTITIES = 32
 MAX_PDU_KEEP = 64 * 1024
 MAX_DROPPED_NAMES = 64  # distinct operation names counted past MAX_OPERATIONS
+# ``Dissector.skip`` of a side read no more: the engine passes over the rest of it unread.
+SKIP_ALL = 1 << 62
 
 
 @dataclass(slots=True)
@@ -181,6 +183,11 @@ class Framed(Dissector):
     def pdu_length(self, side: int, head: bytes) -> int | None:
         raise NotImplementedError
 
+    def filler(self, side: int, data: memoryview) -> int:
+        """How many bytes at the start of ``data`` (where a PDU would begin) are PDUs that say
+        nothing (keep-alives, say): passed over in one step instead of one PDU at a time."""
+        return 0
+
     def keep(self, side: int, head: bytes, total: int) -> int:
         return total
 
@@ -191,6 +198,7 @@ class Framed(Dissector):
         """Read no more of ``side``: its bytes are not (any more) this protocol."""
         self._dead[side] = True
         self._buf[side].clear()
+        self.skip[side] = SKIP_ALL
         self.record.truncate(why)
 
     def data(self, side: int, data: bytes | memoryview, at: At) -> None:
@@ -211,6 +219,11 @@ class Framed(Dissector):
                 continue
             total = self._total[side]
             if total < 0:
+                if not buf:
+                    empty = self.filler(side, view)
+                    if empty:
+                        view = view[empty:]
+                        continue
                 take = min(self.HEADER - len(buf), view.nbytes)
                 buf += view[:take]
                 view = view[take:]

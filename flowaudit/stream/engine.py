@@ -4,7 +4,10 @@ Called by the flow assembler after each batch, with the row and side the flow ke
 each packet in. Per batch, in numpy: packets with a transport payload (not IP fragments) are
 picked; a flow whose first payload is new is offered to ``flowaudit.stream.claim`` once; the
 packets of claimed flows are then fed one by one, in capture order, to their dissector. Flows
-nobody claims cost the picking and nothing else.
+nobody claims cost the picking and nothing else. Segments inside bytes a dissector skips (a
+body it does not read, ``Dissector.skip``; a side it reads no more, ``base.SKIP_ALL``) are only
+counted; once the following segments of a side in the batch are in order and within the skip,
+they are counted together and not visited one by one (``_Runs``).
 
 TCP is reassembled per side from the kernel's first sequence number of that side (plus one
 after a SYN): a segment at the expected sequence number is delivered at once, and the segments
@@ -23,6 +26,7 @@ over the run (``base.Record.budget``).
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import numpy as np
@@ -86,10 +90,33 @@ class StreamEngine:
         # sides holding segments, oldest first: the run's bound gives up their holes first
         self._holders: dict[tuple[int, int], _Conversation] = {}
         self._refused = 0
+        # conversations that failed in the batch being fed, with the packet they failed at
+        self._failed_at: dict[int, int] = {}
+        self._packet = 0  # the packet of the batch being fed
+        self._owns_freeze: bool | None = None  # whether ``add`` may gc.freeze (see there)
 
     # ---- per batch
 
     def add(self, batch: PacketBatch, rows: np.ndarray, forward: np.ndarray, flows: Any) -> None:
+        # The readers allocate a few objects per packet and make no reference cycles: with
+        # Python's cyclic collector on, it would walk every conversation's record again and
+        # again (a third of the time on the random-payload benchmark). It is paused while a
+        # batch is fed, and what the conversations keep is moved out of its generations
+        # (gc.freeze) until ``finish`` hands it back (gc.unfreeze) -- only when nothing else
+        # in the process had frozen objects, so that the process is left as it was found.
+        if self._owns_freeze is None:
+            self._owns_freeze = gc.get_freeze_count() == 0
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._add(batch, rows, forward, flows)
+        finally:
+            if self._owns_freeze:
+                gc.freeze()
+            if enabled:
+                gc.enable()
+
+    def _add(self, batch: PacketBatch, rows: np.ndarray, forward: np.ndarray, flows: Any) -> None:
         if len(self._state) < len(flows):
             grown = np.zeros(max(len(flows), 2 * len(self._state)), dtype=np.int8)
             grown[: len(self._state)] = self._state
@@ -152,10 +179,15 @@ class StreamEngine:
         forward: np.ndarray,
         flows: Any,
     ) -> None:
+        runs = _Runs(batch, packets, rows, forward)
+        passed, next_two = runs.passed, runs.next_two
+        passing: list[tuple[_Conversation, int, np.ndarray]] = []
+        self._failed_at = {}
         buffer = np.ascontiguousarray(batch.buffer).data
         file_index = batch.file_index
         conversations = self._conversations
-        for row, fwd, frame, ts, seq, flags, offset, length, captured in zip(
+        columns = zip(
+            packets.tolist(),
             rows.tolist(),
             forward.tolist(),
             batch.frame[packets].tolist(),
@@ -166,10 +198,15 @@ class StreamEngine:
             batch.payload_len[packets].tolist(),
             batch.payload_cap[packets].tolist(),
             strict=True,
-        ):
+        )
+        for position, fields in enumerate(columns):
+            if passed[position]:
+                continue
+            packet, row, fwd, frame, ts, seq, flags, offset, length, captured = fields
             conversation = conversations[row]
             if conversation.failed:
                 continue
+            self._packet = packet
             side = 0 if fwd else 1
             try:
                 if conversation.tcp:
@@ -189,6 +226,15 @@ class StreamEngine:
                             dissector.data(
                                 side, buffer[offset : offset + captured], At(frame, ts, file_index)
                             )
+                        two = next_two[position]
+                        if two and dissector.skip[side] >= two and not sent.held:
+                            # the side's next segments in this batch follow this one and lie
+                            # inside what its reader skips: counted now, not one by one
+                            rest, passed_bytes = runs.pass_over(position, dissector.skip[side])
+                            passing.append((conversation, side, rest))
+                            sent.delivered += passed_bytes
+                            sent.next = (sent.next + passed_bytes) % _MOD
+                            dissector.skip[side] -= passed_bytes
                         continue
                     at = At(frame, ts, file_index)
                     data = buffer[offset : offset + captured]
@@ -203,10 +249,16 @@ class StreamEngine:
                         conversation.record.truncate("datagrams cut short by the snap length")
             except Exception as error:  # a reader's fault never stops the audit
                 self._fail(conversation, f"frame {frame}", error)
+        for conversation, side, positions in passing:
+            failed_at = self._failed_at.get(conversation.row)
+            if failed_at is not None:  # one by one, the segments after it were not counted
+                late = packets[positions] > failed_at
+                conversation.sides[side].delivered -= int(runs.length[positions][late].sum())
 
     def _fail(self, conversation: _Conversation, where: str, error: Exception) -> None:
         """A reader raised: read no more of its flow, and let go of what the flow held."""
         conversation.failed = True
+        self._failed_at.setdefault(conversation.row, self._packet)
         conversation.record.truncate(
             f"{conversation.protocol}: reader stopped at {where} ({type(error).__name__})"
         )
@@ -357,6 +409,18 @@ class StreamEngine:
 
     def finish(self, flows: Any) -> dict[int, dict[str, Any]]:
         """Facts of every flow read (and of those refused), by assembler row; call it once."""
+        enabled = gc.isenabled()
+        gc.disable()  # as in ``add``
+        try:
+            return self._finish(flows)
+        finally:
+            if self._owns_freeze:
+                gc.unfreeze()
+                self._owns_freeze = None
+            if enabled:
+                gc.enable()
+
+    def _finish(self, flows: Any) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
         for row, conversation in self._conversations.items():
             try:
@@ -377,6 +441,64 @@ class StreamEngine:
             for row in np.flatnonzero(self._state[: len(flows)] == _REFUSED).tolist():
                 out[row] = {"truncated": [why]}
         return out
+
+
+class _Runs:
+    """The segments of one batch's fed packets that follow one another on their side.
+
+    A run is a side's segments in capture order, each whole, without SYN, and each starting
+    where the one before it ended. ``next_two[i]``: the bytes of the two segments that follow
+    the packet at position ``i`` in its run (0 when fewer follow). Once its reader skips at
+    least that much, ``pass_over`` marks the segments inside the skipped bytes ``passed``,
+    for the loop to count at once instead of one by one.
+    """
+
+    def __init__(
+        self, batch: PacketBatch, packets: np.ndarray, rows: np.ndarray, forward: np.ndarray
+    ) -> None:
+        count = packets.size
+        self.length = batch.payload_len[packets].astype(np.int64)
+        keys = rows.astype(np.int64) * 2 + ~forward.astype(bool)
+        order = np.argsort(keys, kind="stable")  # positions by side, in capture order
+        keys = keys[order]
+        seq = batch.tcp_seq[packets].astype(np.int64)[order]
+        length = self.length[order]
+        whole = (
+            (batch.payload_cap[packets] == batch.payload_len[packets])
+            & (batch.tcp_flags[packets] & TCP_SYN == 0)
+        )[order]
+        follows = np.zeros(count, dtype=bool)  # sorted index j continues the run of j - 1
+        follows[1:] = (
+            (keys[1:] == keys[:-1])
+            & (seq[1:] == (seq[:-1] + length[:-1]) % _MOD)
+            & whole[1:]
+            & whole[:-1]
+        )
+        run_end = np.flatnonzero(np.r_[~follows[1:], True])  # the last sorted index of each
+        self._end = run_end[np.cumsum(~follows) - 1]  # of the run of each sorted index
+        self._sum = np.cumsum(length)
+        two = np.zeros(count, dtype=np.int64)
+        two[:-2] = length[1:-1] + length[2:]
+        two[self._end < np.arange(count) + 2] = 0
+        next_two = np.zeros(count, dtype=np.int64)
+        next_two[order] = two
+        self.next_two: list[int] = next_two.tolist()
+        self._order = order
+        self._sorted_at = np.empty(count, dtype=np.int64)
+        self._sorted_at[order] = np.arange(count)
+        self._passed = np.zeros(count, dtype=bool)
+        self.passed = self._passed.data  # a memoryview: its items read as Python bools
+
+    def pass_over(self, position: int, skip: int) -> tuple[np.ndarray, int]:
+        """Mark passed the segments after ``position`` in its run that ``skip`` bytes cover;
+        their positions and their bytes."""
+        at = int(self._sorted_at[position])
+        base = int(self._sum[at])
+        last = int(np.searchsorted(self._sum, base + min(skip, 1 << 48), side="right")) - 1
+        last = min(last, int(self._end[at]))
+        rest = self._order[at + 1 : last + 1]
+        self._passed[rest] = True
+        return rest, int(self._sum[last]) - base
 
 
 def _offset(seq: int, base: int) -> int:

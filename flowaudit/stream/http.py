@@ -41,7 +41,7 @@ from flowaudit.dissect.http import (
     text,
 )
 from flowaudit.stream.auth import Auth
-from flowaudit.stream.base import At, Dissector, Record
+from flowaudit.stream.base import SKIP_ALL, At, Dissector, Record
 
 PROTOCOL = "http"
 TRANSPORTS = ("tcp",)
@@ -273,6 +273,10 @@ class Conversation(Dissector):
             size = 2
         else:
             size = 4
+        if b"\x00" in (window if end < 0 else window[:end]):
+            # RFC 9110 5.5: a field value holding NUL is invalid; no start line holds one either
+            self._stop(side, "http: not HTTP any more")
+            return view[view.nbytes :]
         if end < 0:
             head += view[:room]
             if len(head) >= MAX_HEAD:
@@ -340,6 +344,7 @@ class Conversation(Dissector):
     def _stop(self, side: int, why: str) -> None:
         state = self._sides[side]
         state.state = DEAD
+        self.skip[side] = SKIP_ALL
         state.head.clear()
         state.line.clear()
         state.capture = None

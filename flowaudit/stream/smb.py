@@ -26,6 +26,7 @@ file is a pipe), the transform header of an encrypted message, else the whole PD
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flowaudit.dissect.smb import dialect_name
@@ -58,6 +59,8 @@ _NETBIOS_PORT = 139
 
 _PEEK = 256  # bytes of a PDU read before deciding how much of it to keep
 _WHOLE, _FIRST, _SECOND = 0, 1, 2  # reading a PDU whole / its first _PEEK bytes / the rest
+# Four-byte NetBIOS frames without a payload: a session message of length 0, a keep-alive.
+_EMPTY_FRAMES = re.compile(rb"(?:\x00\x00\x00\x00|\x85\x00\x00\x00)+")
 _MAX_COMPOUND = 64
 _MAX_ANDX = 8
 _MAX_TEXT = 256
@@ -427,6 +430,14 @@ class Conversation(Framed):
     def keep(self, side: int, head: bytes, total: int) -> int:
         return self._want[side] if self._phase[side] == _SECOND else total
 
+    def filler(self, side: int, data: memoryview) -> int:
+        """Runs of empty session messages and keep-alives (RFC 1002 4.3.1, 4.3.7), which
+        ``_message`` lets be, at a PDU boundary."""
+        if self._phase[side] != _WHOLE:
+            return 0
+        found = _EMPTY_FRAMES.match(data)
+        return found.end() if found is not None else 0
+
     def pdu(self, side: int, data: bytes, total: int, at: At) -> None:
         full = self._full[side]
         phase = self._phase[side]
@@ -602,7 +613,8 @@ class Conversation(Framed):
             self.record.count("smb2_compressed")
         elif magic == SMB1_MAGIC:
             self._smb1(side, message, at)
-        elif len(magic) == 4:  # (a message cut by a hole before its protocol id is let be)
+        elif len(magic) == 4 or length < 4:  # (a message cut by a hole before its protocol
+            # id is let be; one too short to hold a protocol id is not SMB)
             self.stop(side, "smb: not smb any more")
 
     # SMB2 ------------------------------------------------------------------------------
