@@ -5,8 +5,10 @@
 # the project's own environment never depends on it.
 set -euo pipefail
 cd "$(dirname "$0")"
-packages=(samba samba-ad-dc samba-dsdb-modules samba-vfs-modules smbclient winbind krb5-user
-          ldap-utils nginx-light openssl dnsmasq-base tftpd-hpa tftp-hpa isc-dhcp-client
+# samba-ad-provision: the AD schema files samba-tool domain provision reads (only recommended
+# by samba-ad-dc, and --no-install-recommends leaves it out; a Debian 12 update moved them there).
+packages=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules smbclient
+          winbind krb5-user ldap-utils nginx-light openssl dnsmasq-base tftpd-hpa tftp-hpa isc-dhcp-client
           wakeonlan socat curl tcpdump iproute2 dnsutils libsasl2-modules-gssapi-mit)
 missing=()
 for p in "${packages[@]}"; do
