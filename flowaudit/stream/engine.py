@@ -37,7 +37,7 @@ from flowaudit.stream import claim
 from flowaudit.stream.base import At, Dissector, Record
 
 MAX_CONVERSATIONS = 200_000
-MAX_OPERATIONS_TOTAL = 2_000_000
+MAX_OPERATIONS_TOTAL = 500_000
 MAX_HELD_SEGMENTS = 256
 MAX_HELD_BYTES = 4 * 1024 * 1024
 MAX_HELD_TOTAL = 256 * 1024 * 1024
