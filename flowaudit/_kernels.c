@@ -171,6 +171,63 @@ static Py_ssize_t last_width(Bufs *bufs)
     return width;
 }
 
+/* The record columns a walker fills (walk.RecordColumns.outputs()), all of ``capacity``. */
+typedef struct {
+    int64_t *offset;
+    uint32_t *caplen, *wire_len;
+    int64_t *ts_ns;
+    int32_t *if_id;
+    Py_ssize_t capacity;
+} Records;
+
+static int take_records(Bufs *bufs, PyObject *const o[5], Records *r)
+{
+    r->offset = take(bufs, o[0], 8, 1, 0, &r->capacity, "offset");
+    r->caplen = r->offset ? take(bufs, o[1], 4, 1, r->capacity, NULL, "caplen") : NULL;
+    r->wire_len = r->caplen ? take(bufs, o[2], 4, 1, r->capacity, NULL, "wire_len") : NULL;
+    r->ts_ns = r->wire_len ? take(bufs, o[3], 8, 1, r->capacity, NULL, "ts_ns") : NULL;
+    r->if_id = r->ts_ns ? take(bufs, o[4], 4, 1, r->capacity, NULL, "if_id") : NULL;
+    return r->if_id != NULL ? 0 : -1;
+}
+
+/* The columns the decoder fills and the flow update reads (batch.DECODED_COLUMNS, in order),
+ * each of at least ``count`` items. */
+typedef struct {
+    uint8_t *l3, *proto;
+    uint64_t *src_hi, *src_lo, *dst_hi, *dst_lo;
+    uint16_t *sport, *dport;
+    uint8_t *tcp_flags;
+    uint32_t *tcp_seq;
+    int64_t *payload_off;
+    uint32_t *payload_len, *payload_cap;
+    uint8_t *l2_multicast, *frag;
+    uint32_t *frag_id;
+} Decoded;
+
+static int take_decoded(Bufs *bufs, PyObject *const o[16], int writable, int64_t count, Decoded *d)
+{
+    memset(d, 0, sizeof(*d));
+    int w = writable;
+    if (!(d->l3 = take(bufs, o[0], 1, w, count, NULL, "l3"))
+        || !(d->proto = take(bufs, o[1], 1, w, count, NULL, "proto"))
+        || !(d->src_hi = take(bufs, o[2], 8, w, count, NULL, "src_hi"))
+        || !(d->src_lo = take(bufs, o[3], 8, w, count, NULL, "src_lo"))
+        || !(d->dst_hi = take(bufs, o[4], 8, w, count, NULL, "dst_hi"))
+        || !(d->dst_lo = take(bufs, o[5], 8, w, count, NULL, "dst_lo"))
+        || !(d->sport = take(bufs, o[6], 2, w, count, NULL, "sport"))
+        || !(d->dport = take(bufs, o[7], 2, w, count, NULL, "dport"))
+        || !(d->tcp_flags = take(bufs, o[8], 1, w, count, NULL, "tcp_flags"))
+        || !(d->tcp_seq = take(bufs, o[9], 4, w, count, NULL, "tcp_seq"))
+        || !(d->payload_off = take(bufs, o[10], 8, w, count, NULL, "payload_off"))
+        || !(d->payload_len = take(bufs, o[11], 4, w, count, NULL, "payload_len"))
+        || !(d->payload_cap = take(bufs, o[12], 4, w, count, NULL, "payload_cap"))
+        || !(d->l2_multicast = take(bufs, o[13], 1, w, count, NULL, "l2_multicast"))
+        || !(d->frag = take(bufs, o[14], 1, w, count, NULL, "frag"))
+        || !(d->frag_id = take(bufs, o[15], 4, w, count, NULL, "frag_id")))
+        return -1;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- byte readers (_bytes.py) */
 
 static inline int64_t be16(const uint8_t *b, int64_t p) { return ((int64_t)b[p] << 8) | b[p + 1]; }
@@ -201,17 +258,15 @@ static PyObject *k_walk_pcap(PyObject *self, PyObject *args)
                           &o_cap, &o_wire, &o_ts, &o_if))
         return NULL;
     Bufs bufs = {.n = 0};
-    Py_ssize_t buflen, capacity;
+    Py_ssize_t buflen;
+    Records r;
+    PyObject *const o_records[5] = {o_off, o_cap, o_wire, o_ts, o_if};
     const uint8_t *buf = take(&bufs, o_buf, 1, 0, 0, &buflen, "buf");
-    int64_t *offset = buf ? take(&bufs, o_off, 8, 1, 0, &capacity, "offset") : NULL;
-    uint32_t *caplen = offset ? take(&bufs, o_cap, 4, 1, capacity, NULL, "caplen") : NULL;
-    uint32_t *wire_len = caplen ? take(&bufs, o_wire, 4, 1, capacity, NULL, "wire_len") : NULL;
-    int64_t *ts_ns = wire_len ? take(&bufs, o_ts, 8, 1, capacity, NULL, "ts_ns") : NULL;
-    int32_t *if_id = ts_ns ? take(&bufs, o_if, 4, 1, capacity, NULL, "if_id") : NULL;
-    if (if_id == NULL) {
+    if (buf == NULL || take_records(&bufs, o_records, &r) < 0) {
         release_all(&bufs);
         return NULL;
     }
+    const Py_ssize_t capacity = r.capacity;
     if (end > buflen)
         end = buflen;
     int64_t count = 0;
@@ -237,11 +292,11 @@ static PyObject *k_walk_pcap(PyObject *self, PyObject *args)
         }
         int64_t seconds = u32(buf, pos, big);
         int64_t fraction = u32(buf, pos + 4, big);
-        offset[count] = pos + 16;
-        caplen[count] = (uint32_t)included;
-        wire_len[count] = (uint32_t)u32(buf, pos + 12, big);
-        ts_ns[count] = seconds * 1000000000LL + fraction * frac_ns;
-        if_id[count] = 0;
+        r.offset[count] = pos + 16;
+        r.caplen[count] = (uint32_t)included;
+        r.wire_len[count] = (uint32_t)u32(buf, pos + 12, big);
+        r.ts_ns[count] = seconds * 1000000000LL + fraction * frac_ns;
+        r.if_id[count] = 0;
         count++;
         pos += 16 + included;
     }
@@ -292,22 +347,22 @@ static PyObject *k_walk_pcapng(PyObject *self, PyObject *args)
                           &o_bad))
         return NULL;
     Bufs bufs = {.n = 0};
-    Py_ssize_t buflen, interfaces, capacity;
+    Py_ssize_t buflen, interfaces;
     const uint8_t *buf = take(&bufs, o_buf, 1, 0, 0, &buflen, "buf");
     int64_t *if_kind = buf ? take(&bufs, o_kind, 8, 0, 0, &interfaces, "if_kind") : NULL;
     int64_t *if_factor = if_kind ? take(&bufs, o_factor, 8, 0, interfaces, NULL, "if_factor") : NULL;
     int64_t *if_offns = if_factor ? take(&bufs, o_offns, 8, 0, interfaces, NULL, "if_offset_ns") : NULL;
     int64_t *if_snap = if_offns ? take(&bufs, o_snap, 8, 0, interfaces, NULL, "if_snaplen") : NULL;
-    int64_t *offset = if_snap ? take(&bufs, o_off, 8, 1, 0, &capacity, "offset") : NULL;
-    uint32_t *caplen = offset ? take(&bufs, o_cap, 4, 1, capacity, NULL, "caplen") : NULL;
-    uint32_t *wire_len = caplen ? take(&bufs, o_wire, 4, 1, capacity, NULL, "wire_len") : NULL;
-    int64_t *ts_ns = wire_len ? take(&bufs, o_ts, 8, 1, capacity, NULL, "ts_ns") : NULL;
-    int32_t *if_id = ts_ns ? take(&bufs, o_if, 4, 1, capacity, NULL, "if_id") : NULL;
-    int64_t *stats = if_id ? take(&bufs, o_bad, 8, 1, 2, NULL, "stats") : NULL;
+    Records r;
+    PyObject *const o_records[5] = {o_off, o_cap, o_wire, o_ts, o_if};
+    int64_t *stats = (if_snap && take_records(&bufs, o_records, &r) == 0)
+                         ? take(&bufs, o_bad, 8, 1, 2, NULL, "stats")
+                         : NULL;
     if (stats == NULL) {
         release_all(&bufs);
         return NULL;
     }
+    const Py_ssize_t capacity = r.capacity;
     if (end > buflen)
         end = buflen;
     int64_t count = 0;
@@ -386,11 +441,11 @@ static PyObject *k_walk_pcapng(PyObject *self, PyObject *args)
         }
         if (u32(buf, pos + block_len - 4, big) != block_len)
             stats[1]++;
-        offset[count] = data;
-        caplen[count] = (uint32_t)included;
-        wire_len[count] = (uint32_t)original;
-        ts_ns[count] = last_ts;
-        if_id[count] = (int32_t)interface;
+        r.offset[count] = data;
+        r.caplen[count] = (uint32_t)included;
+        r.wire_len[count] = (uint32_t)original;
+        r.ts_ns[count] = last_ts;
+        r.if_id[count] = (int32_t)interface;
         count++;
         pos += block_len;
     }
@@ -421,7 +476,7 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
                           &o[14], &o[15], &o[16], &o[17], &o[18], &o[19], &o[20]))
         return NULL;
     Bufs bufs = {.n = 0};
-    Py_ssize_t buflen, n_links, n;
+    Py_ssize_t buflen, n_links;
     int64_t count = count_ll;
     if (count < 0)
         count = 0;
@@ -430,23 +485,8 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
     uint32_t *rec_caplen = rec_offset ? take(&bufs, o[2], 4, 0, count, NULL, "rec_caplen") : NULL;
     int32_t *rec_if = rec_caplen ? take(&bufs, o[3], 4, 0, count, NULL, "rec_if") : NULL;
     int32_t *if_linktype = rec_if ? take(&bufs, o[4], 4, 0, 0, &n_links, "if_linktype") : NULL;
-    uint8_t *l3 = if_linktype ? take(&bufs, o[5], 1, 1, count, NULL, "l3") : NULL;
-    uint8_t *proto = l3 ? take(&bufs, o[6], 1, 1, count, NULL, "proto") : NULL;
-    uint64_t *src_hi = proto ? take(&bufs, o[7], 8, 1, count, NULL, "src_hi") : NULL;
-    uint64_t *src_lo = src_hi ? take(&bufs, o[8], 8, 1, count, NULL, "src_lo") : NULL;
-    uint64_t *dst_hi = src_lo ? take(&bufs, o[9], 8, 1, count, NULL, "dst_hi") : NULL;
-    uint64_t *dst_lo = dst_hi ? take(&bufs, o[10], 8, 1, count, NULL, "dst_lo") : NULL;
-    uint16_t *sport = dst_lo ? take(&bufs, o[11], 2, 1, count, NULL, "sport") : NULL;
-    uint16_t *dport = sport ? take(&bufs, o[12], 2, 1, count, NULL, "dport") : NULL;
-    uint8_t *tcp_flags = dport ? take(&bufs, o[13], 1, 1, count, NULL, "tcp_flags") : NULL;
-    uint32_t *tcp_seq = tcp_flags ? take(&bufs, o[14], 4, 1, count, NULL, "tcp_seq") : NULL;
-    int64_t *payload_off = tcp_seq ? take(&bufs, o[15], 8, 1, count, NULL, "payload_off") : NULL;
-    uint32_t *payload_len = payload_off ? take(&bufs, o[16], 4, 1, count, NULL, "payload_len") : NULL;
-    uint32_t *payload_cap = payload_len ? take(&bufs, o[17], 4, 1, count, NULL, "payload_cap") : NULL;
-    uint8_t *l2_multicast = payload_cap ? take(&bufs, o[18], 1, 1, count, NULL, "l2_multicast") : NULL;
-    uint8_t *frag = l2_multicast ? take(&bufs, o[19], 1, 1, count, NULL, "frag") : NULL;
-    uint32_t *frag_id = frag ? take(&bufs, o[20], 4, 1, count, &n, "frag_id") : NULL;
-    if (frag_id == NULL) {
+    Decoded d;
+    if (if_linktype == NULL || take_decoded(&bufs, &o[5], 1, count, &d) < 0) {
         release_all(&bufs);
         return NULL;
     }
@@ -458,18 +498,18 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
             end = buflen;
         int32_t iface = rec_if[i];
         int64_t linktype = (iface >= 0 && iface < n_links) ? if_linktype[iface] : -1;
-        l3[i] = L3_NONE;
-        proto[i] = 0;
-        src_hi[i] = src_lo[i] = dst_hi[i] = dst_lo[i] = 0;
-        sport[i] = dport[i] = 0;
-        tcp_flags[i] = 0;
-        tcp_seq[i] = 0;
-        payload_off[i] = 0;
-        payload_len[i] = 0;
-        payload_cap[i] = 0;
-        l2_multicast[i] = 0;
-        frag[i] = FRAG_NONE;
-        frag_id[i] = 0;
+        d.l3[i] = L3_NONE;
+        d.proto[i] = 0;
+        d.src_hi[i] = d.src_lo[i] = d.dst_hi[i] = d.dst_lo[i] = 0;
+        d.sport[i] = d.dport[i] = 0;
+        d.tcp_flags[i] = 0;
+        d.tcp_seq[i] = 0;
+        d.payload_off[i] = 0;
+        d.payload_len[i] = 0;
+        d.payload_cap[i] = 0;
+        d.l2_multicast[i] = 0;
+        d.frag[i] = FRAG_NONE;
+        d.frag_id[i] = 0;
         if (start < 0 || start > end)
             continue;
 
@@ -478,14 +518,14 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
         if (linktype == LINKTYPE_ETHERNET) {
             if (end - pos < 14)
                 continue;
-            l2_multicast[i] = (buf[pos] & 1) == 1;
+            d.l2_multicast[i] = (buf[pos] & 1) == 1;
             ethertype = be16(buf, pos + 12);
             pos += 14;
         } else if (linktype == LINKTYPE_LINUX_SLL) {
             if (end - pos < 16)
                 continue;
             int64_t packet_type = be16(buf, pos);
-            l2_multicast[i] = packet_type == 1 || packet_type == 2;
+            d.l2_multicast[i] = packet_type == 1 || packet_type == 2;
             ethertype = be16(buf, pos + 14);
             pos += 16;
         } else if (linktype == LINKTYPE_LINUX_SLL2) {
@@ -493,7 +533,7 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
                 continue;
             ethertype = be16(buf, pos);
             int64_t packet_type = buf[pos + 10];
-            l2_multicast[i] = packet_type == 1 || packet_type == 2;
+            d.l2_multicast[i] = packet_type == 1 || packet_type == 2;
             pos += 20;
         } else if (linktype == LINKTYPE_NULL) {
             if (end - pos < 4)
@@ -543,28 +583,28 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
             int64_t total_len = be16(buf, pos + 2);
             if (total_len < header_len)
                 total_len = end - pos;
-            l3[i] = L3_IPV4;
+            d.l3[i] = L3_IPV4;
             transport = buf[pos + 9];
-            proto[i] = (uint8_t)transport;
-            src_lo[i] = IPV4_MAPPED | (uint64_t)be32(buf, pos + 12);
-            dst_lo[i] = IPV4_MAPPED | (uint64_t)be32(buf, pos + 16);
+            d.proto[i] = (uint8_t)transport;
+            d.src_lo[i] = IPV4_MAPPED | (uint64_t)be32(buf, pos + 12);
+            d.dst_lo[i] = IPV4_MAPPED | (uint64_t)be32(buf, pos + 16);
             int64_t flags_offset = be16(buf, pos + 6);
             int64_t fragment_offset = flags_offset & 0x1FFF;
             int more_fragments = (flags_offset & 0x2000) != 0;
             if (fragment_offset != 0 || more_fragments) {
-                frag_id[i] = (uint32_t)be16(buf, pos + 4);
-                frag[i] = fragment_offset != 0 ? FRAG_LATER : FRAG_FIRST;
+                d.frag_id[i] = (uint32_t)be16(buf, pos + 4);
+                d.frag[i] = fragment_offset != 0 ? FRAG_LATER : FRAG_FIRST;
             }
             l4 = pos + header_len;
             l4_end = pos + total_len;
         } else if (ethertype == ETHERTYPE_IPV6) {
             if (end - pos < 40 || (buf[pos] >> 4) != 6)
                 continue;
-            l3[i] = L3_IPV6;
-            src_hi[i] = be64(buf, pos + 8);
-            src_lo[i] = be64(buf, pos + 16);
-            dst_hi[i] = be64(buf, pos + 24);
-            dst_lo[i] = be64(buf, pos + 32);
+            d.l3[i] = L3_IPV6;
+            d.src_hi[i] = be64(buf, pos + 8);
+            d.src_lo[i] = be64(buf, pos + 16);
+            d.dst_hi[i] = be64(buf, pos + 24);
+            d.dst_lo[i] = be64(buf, pos + 32);
             int64_t payload_length = be16(buf, pos + 4);
             l4_end = payload_length ? pos + 40 + payload_length : end;
             int64_t next_header = buf[pos + 6];
@@ -588,61 +628,61 @@ static PyObject *k_decode_records(PyObject *self, PyObject *args)
                         break;
                     int64_t following = buf[l4];
                     int64_t offset_flags = be16(buf, l4 + 2);
-                    frag_id[i] = (uint32_t)be32(buf, l4 + 4);
-                    frag[i] = (offset_flags >> 3) != 0 ? FRAG_LATER : FRAG_FIRST;
+                    d.frag_id[i] = (uint32_t)be32(buf, l4 + 4);
+                    d.frag[i] = (offset_flags >> 3) != 0 ? FRAG_LATER : FRAG_FIRST;
                     if ((offset_flags >> 3) == 0 && (offset_flags & 1) == 0)
-                        frag[i] = FRAG_NONE;
+                        d.frag[i] = FRAG_NONE;
                     l4 += 8;
                     next_header = following;
                 } else {
                     break;
                 }
             }
-            proto[i] = (uint8_t)next_header;
+            d.proto[i] = (uint8_t)next_header;
             transport = next_header;
         } else {
             continue;
         }
 
-        if (frag[i] == FRAG_LATER)
+        if (d.frag[i] == FRAG_LATER)
             continue;
         int64_t cap_end = end < l4_end ? end : l4_end;
 
         if (transport == IPPROTO_TCP_) {
             if (cap_end - l4 < 4)
                 continue;
-            sport[i] = (uint16_t)be16(buf, l4);
-            dport[i] = (uint16_t)be16(buf, l4 + 2);
+            d.sport[i] = (uint16_t)be16(buf, l4);
+            d.dport[i] = (uint16_t)be16(buf, l4 + 2);
             if (cap_end - l4 < 14)
                 continue;
-            tcp_seq[i] = (uint32_t)be32(buf, l4 + 4);
-            tcp_flags[i] = buf[l4 + 13];
+            d.tcp_seq[i] = (uint32_t)be32(buf, l4 + 4);
+            d.tcp_flags[i] = buf[l4 + 13];
             int64_t header_len = (buf[l4 + 12] >> 4) * 4;
             int64_t data = l4 + header_len;
             if (header_len < 20 || data > l4_end)
                 continue;
-            payload_off[i] = data;
-            payload_len[i] = (uint32_t)(l4_end - data);
-            payload_cap[i] = (uint32_t)(cap_end - data > 0 ? cap_end - data : 0);
+            d.payload_off[i] = data;
+            d.payload_len[i] = (uint32_t)(l4_end - data);
+            d.payload_cap[i] = (uint32_t)(cap_end - data > 0 ? cap_end - data : 0);
         } else if (transport == IPPROTO_UDP_) {
             if (cap_end - l4 < 4)
                 continue;
-            sport[i] = (uint16_t)be16(buf, l4);
-            dport[i] = (uint16_t)be16(buf, l4 + 2);
+            d.sport[i] = (uint16_t)be16(buf, l4);
+            d.dport[i] = (uint16_t)be16(buf, l4 + 2);
             int64_t data = l4 + 8;
             if (data > l4_end)
                 continue;
             if (cap_end - l4 >= 6) {
                 int64_t datagram = be16(buf, l4 + 4);
-                if (8 <= datagram && datagram < l4_end - l4 && frag[i] == FRAG_NONE) {
+                if (8 <= datagram && datagram < l4_end - l4 && d.frag[i] == FRAG_NONE) {
                     l4_end = l4 + datagram;
                     if (l4_end < cap_end)
                         cap_end = l4_end;
                 }
             }
-            payload_off[i] = data;
-            payload_len[i] = (uint32_t)(l4_end - data);
-            payload_cap[i] = (uint32_t)(cap_end - data > 0 ? cap_end - data : 0);
+            d.payload_off[i] = data;
+            d.payload_len[i] = (uint32_t)(l4_end - data);
+            d.payload_cap[i] = (uint32_t)(cap_end - data > 0 ? cap_end - data : 0);
         }
     }
     Py_END_ALLOW_THREADS
@@ -729,27 +769,12 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
     Py_ssize_t buflen, max_flows, table_len, arena_len, arena_rows = 0, max_payload = 0;
     if (count < 0)
         count = 0;
-    void *ok = (void *)1;
     int64_t *frame = take(&bufs, o[0], 8, 0, count, NULL, "frame");
     int64_t *ts_ns = frame ? take(&bufs, o[1], 8, 0, count, NULL, "ts_ns") : NULL;
     uint32_t *wire_len = ts_ns ? take(&bufs, o[2], 4, 0, count, NULL, "wire_len") : NULL;
-    uint8_t *l3 = wire_len ? take(&bufs, o[3], 1, 0, count, NULL, "l3") : NULL;
-    uint8_t *proto = l3 ? take(&bufs, o[4], 1, 0, count, NULL, "proto") : NULL;
-    uint64_t *src_hi = proto ? take(&bufs, o[5], 8, 0, count, NULL, "src_hi") : NULL;
-    uint64_t *src_lo = src_hi ? take(&bufs, o[6], 8, 0, count, NULL, "src_lo") : NULL;
-    uint64_t *dst_hi = src_lo ? take(&bufs, o[7], 8, 0, count, NULL, "dst_hi") : NULL;
-    uint64_t *dst_lo = dst_hi ? take(&bufs, o[8], 8, 0, count, NULL, "dst_lo") : NULL;
-    uint16_t *sport = dst_lo ? take(&bufs, o[9], 2, 0, count, NULL, "sport") : NULL;
-    uint16_t *dport = sport ? take(&bufs, o[10], 2, 0, count, NULL, "dport") : NULL;
-    uint8_t *tcp_flags = dport ? take(&bufs, o[11], 1, 0, count, NULL, "tcp_flags") : NULL;
-    uint32_t *tcp_seq = tcp_flags ? take(&bufs, o[12], 4, 0, count, NULL, "tcp_seq") : NULL;
-    int64_t *payload_off = tcp_seq ? take(&bufs, o[13], 8, 0, count, NULL, "payload_off") : NULL;
-    uint32_t *payload_len = payload_off ? take(&bufs, o[14], 4, 0, count, NULL, "payload_len") : NULL;
-    uint32_t *payload_cap = payload_len ? take(&bufs, o[15], 4, 0, count, NULL, "payload_cap") : NULL;
-    uint8_t *l2_multicast = payload_cap ? take(&bufs, o[16], 1, 0, count, NULL, "l2_multicast") : NULL;
-    uint8_t *frag = l2_multicast ? take(&bufs, o[17], 1, 0, count, NULL, "frag") : NULL;
-    uint32_t *frag_id = frag ? take(&bufs, o[18], 4, 0, count, NULL, "frag_id") : NULL;
-    const uint8_t *buf = frag_id ? take(&bufs, o[19], 1, 0, 0, &buflen, "buf") : NULL;
+    Decoded d;
+    int decoded = wire_len != NULL && take_decoded(&bufs, &o[3], 0, count, &d) == 0;
+    const uint8_t *buf = decoded ? take(&bufs, o[19], 1, 0, 0, &buflen, "buf") : NULL;
     Flow *flows = buf ? take(&bufs, o[20], sizeof(Flow), 1, n_flows, &max_flows, "flows") : NULL;
     int64_t *table = flows ? take(&bufs, o[21], 8, 1, 1, &table_len, "table") : NULL;
     uint8_t *arena = table ? take(&bufs, o[22], 1, 1, 0, &arena_len, "arena") : NULL;
@@ -766,7 +791,6 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
     int64_t *orphans = frag_rows ? take(&bufs, o[25], 8, 1, 1, NULL, "orphans") : NULL;
     int64_t *pkt_row = orphans ? take(&bufs, o[26], 8, 1, count, NULL, "pkt_row") : NULL;
     uint8_t *pkt_fwd = pkt_row ? take(&bufs, o[27], 1, 1, count, NULL, "pkt_fwd") : NULL;
-    (void)ok;
     if (pkt_fwd == NULL) {
         release_all(&bufs);
         return NULL;
@@ -783,20 +807,20 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (i = start; i < count; i++) {
         pkt_row[i] = -1;
-        if (l3[i] == L3_NONE)
+        if (d.l3[i] == L3_NONE)
             continue;
         if (max_payload > 0 && n_slots == arena_rows) {
             status = NEED_SLOTS;
             break;
         }
-        uint64_t s_hi = src_hi[i], s_lo = src_lo[i], d_hi = dst_hi[i], d_lo = dst_lo[i];
-        int64_t p = proto[i];
+        uint64_t s_hi = d.src_hi[i], s_lo = d.src_lo[i], d_hi = d.dst_hi[i], d_lo = d.dst_lo[i];
+        int64_t p = d.proto[i];
         int64_t ts = ts_ns[i];
         int64_t length = wire_len[i];
         Flow *f;
 
-        if (frag[i] == FRAG_LATER) {
-            uint64_t key = (uint64_t)frag_id[i] | ((uint64_t)p << 32);
+        if (d.frag[i] == FRAG_LATER) {
+            uint64_t key = (uint64_t)d.frag_id[i] | ((uint64_t)p << 32);
             uint64_t fslot = mix(s_lo ^ (d_lo << 1) ^ mix(s_hi ^ d_hi) ^ key) & (FRAG_CACHE - 1);
             int64_t row = frag_rows[fslot];
             uint64_t *k = &frag_keys[fslot * 5];
@@ -820,9 +844,9 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
             continue;
         }
 
-        int64_t s_port = sport[i], d_port = dport[i];
-        int64_t flags = tcp_flags[i];
-        uint32_t seq = tcp_seq[i];
+        int64_t s_port = d.sport[i], d_port = d.dport[i];
+        int64_t flags = d.tcp_flags[i];
+        uint32_t seq = d.tcp_seq[i];
 
         uint64_t slot = pair_hash(s_hi, s_lo, d_hi, d_lo, s_port, d_port, p) & mask;
         int64_t row = -1;
@@ -892,8 +916,8 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
             f->a_port = (uint16_t)s_port;
             f->b_port = (uint16_t)d_port;
             f->proto = (uint8_t)p;
-            f->l3 = l3[i];
-            if (l2_multicast[i])
+            f->l3 = d.l3[i];
+            if (d.l2_multicast[i])
                 f->b_group = 1;
             else if (d_hi == 0 && (d_lo >> 32) == 0xFFFFull)
                 f->b_group = (d_lo & 0xFFFFFFFFull) >= 0xE0000000ull;
@@ -957,8 +981,8 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
 
         if (max_payload > 0) {
             int state = forward ? f->pay_state_ab : f->pay_state_ba;
-            int64_t claimed = payload_len[i];
-            int64_t captured = payload_cap[i];
+            int64_t claimed = d.payload_len[i];
+            int64_t captured = d.payload_cap[i];
             if (state != PAY_DONE) {
                 int accept = 0;
                 int64_t skip = 0;
@@ -1007,7 +1031,7 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
                     int64_t take_n = captured - skip;
                     if (max_payload - have < take_n)
                         take_n = max_payload - have;
-                    int64_t base = payload_off[i] + skip;
+                    int64_t base = d.payload_off[i] + skip;
                     if (base < 0 || base > buflen)
                         take_n = 0;
                     else if (base + take_n > buflen)
@@ -1032,8 +1056,8 @@ static PyObject *k_update_flows(PyObject *self, PyObject *args)
             }
         }
 
-        if (frag[i] == FRAG_FIRST) {
-            uint64_t key = (uint64_t)frag_id[i] | ((uint64_t)p << 32);
+        if (d.frag[i] == FRAG_FIRST) {
+            uint64_t key = (uint64_t)d.frag_id[i] | ((uint64_t)p << 32);
             uint64_t fslot = mix(s_lo ^ (d_lo << 1) ^ mix(s_hi ^ d_hi) ^ key) & (FRAG_CACHE - 1);
             uint64_t *k = &frag_keys[fslot * 5];
             k[0] = s_hi;

@@ -24,6 +24,7 @@ from flowaudit.capture.batch import DECODED_COLUMNS, PacketBatch
 from flowaudit.config import FlowConfig
 from flowaudit.errors import FlowauditError
 from tests import capbuild as cb
+from tests.sample import run_module
 
 CORPUS = Path(os.environ.get("FLOWAUDIT_CORPUS", Path(__file__).parents[2] / "shared" / "corpus"))
 CAPTURES = sorted(p for p in CORPUS.glob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
@@ -40,7 +41,7 @@ def test_the_compiled_kernels_are_built_where_ci_runs() -> None:
     # test here would compare the Python kernels with themselves.
     if os.environ.get("CI"):
         assert compiled is not None
-    if compiled is not None and os.environ.get("FLOWAUDIT_PURE_PYTHON", "") in ("", "0"):
+    if compiled is not None and not kernels.python_asked_for():
         assert walk.walk_pcap is compiled.walk_pcap
         assert flow_kernel.update_flows is compiled.update_flows
 
@@ -361,18 +362,16 @@ def test_a_section_header_with_megabytes_of_comment_is_read(tmp_path: Path) -> N
 
 
 def test_the_cli_says_when_the_python_loops_read_a_large_capture(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     frame = cb.ip4_udp_frame(sport=40000, dport=53, payload=b"x" * 1400)
     records = [cb.Rec(1_700_000_000 * 10**9 + k, frame) for k in range(12_000)]  # ~17 MB
     path = cb.write(tmp_path / "big.pcap", cb.pcap_bytes(records, cb.LINKTYPE_ETHERNET))
-    done = subprocess.run(
-        [sys.executable, "-m", "flowaudit", "flows", str(path), "-o", str(tmp_path / "f.csv")],
+    done = run_module(
+        "flows",
+        str(path),
+        "-o",
+        str(tmp_path / "f.csv"),
+        cwd=tmp_path,
         env={**os.environ, "FLOWAUDIT_PURE_PYTHON": "1"},
-        capture_output=True,
-        text=True,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "FLOWAUDIT_PURE_PYTHON is set: reading with the Python loops (slow)" in done.stderr

@@ -16,8 +16,13 @@ import os
 from types import ModuleType
 
 
+def python_asked_for() -> bool:
+    """Whether FLOWAUDIT_PURE_PYTHON asks for the Python loops."""
+    return os.environ.get("FLOWAUDIT_PURE_PYTHON", "") not in ("", "0")
+
+
 def _load() -> ModuleType | None:
-    if os.environ.get("FLOWAUDIT_PURE_PYTHON", "") not in ("", "0"):
+    if python_asked_for():
         return None
     try:
         from flowaudit import _kernels
@@ -36,7 +41,7 @@ def slow_warning() -> str | None:
     """What to tell a user whose captures will be read by the Python loops, if that is so."""
     if compiled is not None:
         return None
-    if os.environ.get("FLOWAUDIT_PURE_PYTHON", "") not in ("", "0"):
+    if python_asked_for():
         return "FLOWAUDIT_PURE_PYTHON is set: reading with the Python loops (slow)"
     return (
         "the compiled kernels (flowaudit._kernels) are not installed, so captures are read by "
