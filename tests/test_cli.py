@@ -13,8 +13,6 @@ import io
 import json
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +23,7 @@ from click.testing import CliRunner, Result
 from flowaudit.cli import cli
 from flowaudit.errors import EXIT_BAD_INPUT, FlowauditError
 from tests import capbuild as cb
+from tests.sample import run_module
 
 NS = 1_000_000_000
 T0 = 1_700_000_000_000_000_000
@@ -77,17 +76,6 @@ def invoke(*args: str) -> Result:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowaudit", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from flowaudit.cli import cli
 from tests.protobytes import http, smb, tls
+from tests.sample import run_module
 from tests.scapy_flows import tcp_session, write_capture
-from tests.test_cli import run_module
 
 SITE_YAML = """\
 site: PS1

@@ -28,7 +28,7 @@ from flowaudit import cli as cli_module
 from flowaudit.cli import _output, cli
 from flowaudit.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK
 from tests import capbuild as cb
-from tests.sample import SAMPLE, SITE
+from tests.sample import SAMPLE, SITE, run_module
 
 T0 = 1_700_000_000_000_000_000
 
@@ -49,17 +49,7 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=True)
 
 
-def run(*args: str, cwd: Path, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m flowaudit ARGS`` as a user meets it: exit code and stderr."""
-    return subprocess.run(
-        [sys.executable, "-m", "flowaudit", *args],
-        cwd=cwd,
-        stdin=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+run = run_module  # ``python -m flowaudit ARGS`` as a user meets it: exit code and stderr
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:

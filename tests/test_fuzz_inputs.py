@@ -18,8 +18,6 @@ import copy
 import ipaddress
 import json
 import math
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from flowaudit.evidence import DIGEST_FIELD, report_digest, verified, verify_rep
 from flowaudit.matrix import ROLES
 from flowaudit.site import OPTION_KEYS, PORT_KEYS, SITE_KEYS, NetworkIndex, parse_site
 from flowaudit.yamlfile import read_yaml
-from tests.sample import SAMPLE, SITE, invoke
+from tests.sample import SAMPLE, SITE, invoke, run_module
 
 FUZZ = settings(
     max_examples=60,
@@ -413,10 +411,7 @@ def test_mutated_reports_through_the_command(
     with tempfile.TemporaryDirectory() as folder:
         path = _write(Path(folder), mutated, digest=True)
         for args in (("diff", str(good), str(path)), ("verify", str(path))):
-            done = subprocess.run(
-                [sys.executable, "-m", "flowaudit", *args],
-                capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+            done = run_module(*args, cwd=Path(folder), timeout=120)
             assert done.returncode in (0, 1, 2), done.stderr
             assert "internal error" not in done.stderr and "Traceback" not in done.stderr
             if done.returncode == 2:

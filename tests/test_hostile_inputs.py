@@ -25,7 +25,7 @@ from flowaudit.errors import InputError
 from flowaudit.evidence import DIGEST_FIELD, report_digest, verify_report
 from flowaudit.site import NetworkIndex, load_site, parse_site
 from flowaudit.yamlfile import MAX_YAML_BYTES, read_yaml
-from tests.sample import SAMPLE, SITE, invoke
+from tests.sample import SAMPLE, SITE, invoke, run_module
 
 ESC = "\x1b"
 
@@ -40,14 +40,7 @@ def _error(call: Callable[[], Any]) -> str:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowaudit", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module(*args, cwd=cwd, timeout=120)
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
